@@ -54,7 +54,9 @@ def risk_curves(
 
     Parameters
     ----------
-    denoisers : mapping from name to denoiser ``f(y, sigma)``.
+    denoisers : mapping from name to denoiser ``f(y, sigma)``. An oracle (attribute
+        ``oracle = True``, e.g. the genie that knows each image's mask) is called as
+        ``f(y, sigma, index)`` with ``index`` the slice of ``images`` in the batch.
     images : tensor ``(n, 1, H, W)`` of clean images in [0, 1], on the evaluation device.
     sigmas : noise standard deviations in pixel units.
     seed : the noise at the j-th σ is drawn from a generator seeded with ``(seed, j)``.
@@ -72,8 +74,9 @@ def risk_curves(
         y = images + float(s) * noise
         for name, f in denoisers.items():
             for start in range(0, n, batch_size):
-                sl = slice(start, start + batch_size)
-                err = (f(y[sl], float(s)) - images[sl]).flatten(1).double()
+                sl = slice(start, min(start + batch_size, n))
+                out = f(y[sl], float(s), sl) if getattr(f, "oracle", False) else f(y[sl], float(s))
+                err = (out - images[sl]).flatten(1).double()
                 sse[name][j, sl] = (err * err).sum(1).cpu().numpy()
             steps.update()
     steps.close()
