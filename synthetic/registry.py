@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 from synthetic.cartoons import CartoonFamily
+from synthetic.cartoons_gaussian import GaussianCartoonFamily
 from synthetic.disks import DiskFamily
 from synthetic.faces import FaceFamily, ShuffledFaceFamily
 from synthetic.family import Family
@@ -12,7 +13,14 @@ from synthetic.fields import GaussianFieldFamily
 
 _FAMILIES: dict[str, type[Family]] = {
     cls.name: cls
-    for cls in (CartoonFamily, DiskFamily, FaceFamily, GaussianFieldFamily, ShuffledFaceFamily)
+    for cls in (
+        CartoonFamily,
+        DiskFamily,
+        FaceFamily,
+        GaussianCartoonFamily,
+        GaussianFieldFamily,
+        ShuffledFaceFamily,
+    )
 }
 FAMILY_NAMES = tuple(sorted(_FAMILIES))
 

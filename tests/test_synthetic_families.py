@@ -14,6 +14,7 @@ from synthetic import FAMILY_NAMES, get_family
 # Small but non-default settings; generated families cross a chunk boundary (64) below.
 CONFIGS = {
     "cartoons": {"size": 16, "alpha": 1.5},
+    "cartoons_gaussian": {"size": 16, "alpha": 1.5},
     "disks": {"size": 16},
     "gaussian": {"size": 16, "gamma": 1.0},
     "faces": {},
@@ -112,7 +113,14 @@ def test_generated_families_are_infinite_and_finite_ones_say_their_maximum():
 
 
 def test_registry_names_and_defaults():
-    assert FAMILY_NAMES == ("cartoons", "disks", "faces", "gaussian", "shuffled_faces")
+    assert FAMILY_NAMES == (
+        "cartoons",
+        "cartoons_gaussian",
+        "disks",
+        "faces",
+        "gaussian",
+        "shuffled_faces",
+    )
     for name in ("cartoons", "disks", "gaussian"):
         assert get_family(name).size == 32
     assert get_family("faces").size == 24
@@ -123,7 +131,8 @@ def test_registry_names_and_defaults():
 def test_registry_rejects_bad_input():
     with pytest.raises(
         ValueError,
-        match="unknown family 'x'; choose one of: cartoons, disks, faces, gaussian, shuffled_faces",
+        match="unknown family 'x'; choose one of: cartoons, cartoons_gaussian, disks, faces, "
+        "gaussian, shuffled_faces",
     ):
         get_family("x")
     with pytest.raises(ValueError, match="unknown parameter.* gamma for family 'cartoons'"):

@@ -1,0 +1,353 @@
+"""Rate table: how fast the reference denoisers' MSE falls with σ on C^α cartoons.
+
+``python -m benchmarks.rates`` measures, for C^α cartoons (family 'cartoons', β = α) at
+several α and image sizes, the Monte Carlo MSE on held-out images of orthogonal wavelet,
+translation-invariant wavelet, curvelet and bandlet thresholding (hard, 3σ) over a
+log-spaced σ grid; fits log-log slopes with confidence intervals on a stated σ window and
+local slopes over 3-point runs, against the minimax exponent 2α/(α+1) (DESIGN §4). Writes
+``<out>/results.json``, ``<out>/rates.csv``, ``<out>/mse.png`` and
+``<out>/local_slopes.png``; prints a table with the MSE ratios to orthogonal wavelets at
+the smallest and largest σ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.cli import Parser, parse_sigmas, parse_window
+from benchmarks.evaluation import risk_curves
+from benchmarks.output import provenance, save_figure, write_csv, write_json
+from models.curvelets import CurveletThreshold
+from models.protocol import Denoiser
+from models.wavelets import WaveletThreshold
+from synthetic import get_family
+from theory.rates import fit_power_law, local_slopes, minimax_exponent
+
+
+def _bandlets() -> Denoiser:
+    from models.bandlets import BandletThreshold
+
+    return BandletThreshold(wavelet="db4", factor=3.0)
+
+
+# Every reference thresholds at 3σ (hard); ratios are taken against "wavelet".
+DENOISERS: dict[str, Callable[[], Denoiser]] = {
+    "wavelet": lambda: WaveletThreshold("db4", mode="hard", factor=3.0),
+    "ti_wavelet": lambda: WaveletThreshold("db4", mode="hard", factor=3.0, shifts=4),
+    "curvelet": lambda: CurveletThreshold(factor=3.0, mode="hard"),
+    "bandlet": _bandlets,
+}
+BASELINE = "wavelet"
+
+
+def available_denoisers() -> list[str]:
+    """Keys of ``DENOISERS`` whose module imports (bandlets may be absent)."""
+    names = []
+    for key, make in DENOISERS.items():
+        try:
+            make()
+        except ImportError:
+            continue
+        names.append(key)
+    return names
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: use a list like 1,2,3") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: use a list like 64,128") from None
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m benchmarks.rates", description=__doc__.split("\n\n")[1])
+    p.add_argument(
+        "--alphas", type=_floats, default=[1.0, 2.0, 3.0, 4.0], help="regularities α > 0, a,b,c"
+    )
+    p.add_argument(
+        "--sizes",
+        type=_ints,
+        default=[64, 128, 256],
+        help="image sides in pixels, even and divisible as the denoisers need (powers of 2)",
+    )
+    p.add_argument(
+        "--n-images",
+        type=_ints,
+        default=[12],
+        help="held-out images per size: one number for every size or one per size (>= 2)",
+    )
+    p.add_argument(
+        "--sigmas",
+        type=parse_sigmas,
+        default=parse_sigmas("0.0025:0.32:9"),
+        help="noise levels in pixel units: lo:hi:n log-spaced, or a list a,b,c",
+    )
+    p.add_argument(
+        "--window",
+        type=parse_window,
+        default=(0.01, 0.16),
+        help="sigma window lo,hi of the fitted slopes (>= 3 noise levels inside)",
+    )
+    p.add_argument(
+        "--denoisers",
+        default=None,
+        help=f"comma-separated subset of {', '.join(DENOISERS)}; default every one whose "
+        "module is available",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of images and noise")
+    p.add_argument("--out", default="out/rates", help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> dict[str, Denoiser]:
+    """Validate every option before any work; return the denoisers by key.
+
+    Each denoiser is tried on one image of each size, so a size it cannot take fails here
+    (the curvelet calibration this builds is cached and reused).
+    """
+    for alpha in args.alphas:
+        minimax_exponent(alpha)
+    if len(args.n_images) not in (1, len(args.sizes)):
+        raise ValueError(
+            f"--n-images needs one number or one per size ({len(args.sizes)}), "
+            f"got {len(args.n_images)}"
+        )
+    if min(args.n_images) < 2:
+        raise ValueError(f"--n-images must be >= 2 for standard errors (got {args.n_images})")
+    inside = int(np.sum((args.sigmas >= args.window[0]) & (args.sigmas <= args.window[1])))
+    if inside < 3:
+        raise ValueError(
+            f"--window {args.window[0]:g},{args.window[1]:g} holds {inside} of the noise "
+            "levels; a slope with a CI needs >= 3: widen it or refine --sigmas"
+        )
+    keys = available_denoisers() if args.denoisers is None else args.denoisers.split(",")
+    for key in keys:
+        if key not in DENOISERS:
+            raise ValueError(f"unknown denoiser {key!r}; choose from: {', '.join(DENOISERS)}")
+    try:
+        denoisers = {key: DENOISERS[key]() for key in keys}
+    except ImportError as err:
+        raise ValueError(f"a requested denoiser cannot be imported ({err}); drop it") from None
+    for size in args.sizes:
+        for alpha in args.alphas:
+            get_family("cartoons", size=size, seed=args.seed, alpha=alpha)
+        probe = torch.full((1, 1, size, size), 0.5)
+        for key, f in denoisers.items():
+            try:
+                f(probe, 0.1)
+            except ValueError as err:
+                raise ValueError(f"size {size} does not suit '{key}': {err}") from None
+    return denoisers
+
+
+def curve_record(
+    alpha: float, size: int, key: str, name: str, sigma: np.ndarray, mse, se, window
+) -> dict:
+    """One denoiser's curve at one (α, size): MSE, standard error, slope fit, local slopes."""
+    fit = fit_power_law(sigma, mse, se=se, window=window)
+    mid, slope = local_slopes(sigma, mse)
+    return {
+        "alpha": alpha,
+        "size": size,
+        "denoiser": key,
+        "name": name,
+        "mse": mse,
+        "mse_se": se,
+        "slope": fit.to_dict(),
+        "local_slopes": {"sigma": mid, "slope": slope},
+        "minimax_exponent": minimax_exponent(alpha),
+    }
+
+
+def run(args: argparse.Namespace, denoisers: dict[str, Denoiser]) -> dict:
+    """Measure every (α, size) block and return the results dictionary."""
+    start = time.perf_counter()
+    sigma = np.asarray(args.sigmas, dtype=float)
+    counts = (
+        args.n_images if len(args.n_images) == len(args.sizes) else args.n_images * len(args.sizes)
+    )
+    n_images = dict(zip(args.sizes, counts, strict=True))
+    records, blocks = [], []
+    for a_index, alpha in enumerate(args.alphas):
+        for size in args.sizes:
+            block_start = time.perf_counter()
+            family = get_family("cartoons", size=size, seed=args.seed, alpha=alpha)
+            images = family.images("test", n_images[size])
+            noise_seed = int(
+                np.random.SeedSequence([args.seed, a_index, size]).generate_state(1)[0]
+            )
+            curves = risk_curves(
+                denoisers,
+                images,
+                sigma,
+                noise_seed,
+                progress=not args.no_progress,
+                desc=f"alpha={alpha:g} size={size}",
+            )
+            block = [
+                curve_record(
+                    alpha,
+                    size,
+                    key,
+                    f.name,
+                    sigma,
+                    curves.mse(key),
+                    curves.mse_se(key),
+                    args.window,
+                )
+                for key, f in denoisers.items()
+            ]
+            if BASELINE in denoisers:
+                base = curves.mse(BASELINE)
+                for record in block:
+                    record["ratio_to_wavelet"] = record["mse"] / base
+            records += block
+            blocks.append(
+                {"alpha": alpha, "size": size, "wall_s": time.perf_counter() - block_start}
+            )
+    return {
+        "family": "cartoons",
+        "beta": "equal to alpha",
+        "alphas": args.alphas,
+        "sizes": args.sizes,
+        "n_images": {str(s): n for s, n in n_images.items()},
+        "sigma": sigma,
+        "window": list(args.window),
+        "seed": args.seed,
+        "denoisers": {key: f.name for key, f in denoisers.items()},
+        "errors": "mse per pixel on held-out test images; mse_se its Monte Carlo standard error "
+        "over images; slopes of ln mse on ln sigma (95% CI) on the window; local slopes over "
+        "3 consecutive noise levels",
+        "minimax_exponent": {f"{a:g}": minimax_exponent(a) for a in args.alphas},
+        "curves": records,
+        "blocks": blocks,
+        **provenance("cpu"),
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def csv_rows(result: dict) -> tuple[list[str], list[list]]:
+    """The rate table: one row per (α, size, denoiser)."""
+    header = [
+        "alpha",
+        "size",
+        "denoiser",
+        "slope",
+        "ci_lo",
+        "ci_hi",
+        "minimax_exponent",
+        "window_lo",
+        "window_hi",
+        "mse_ratio_to_wavelet_smallest_sigma",
+        "mse_ratio_to_wavelet_largest_sigma",
+    ]
+    rows = []
+    for r in result["curves"]:
+        fit = r["slope"]
+        ratio = r.get("ratio_to_wavelet", [float("nan")])
+        rows.append(
+            [r["alpha"], r["size"], r["denoiser"], fit["slope"], *fit["ci"], r["minimax_exponent"]]
+            + [*fit["window"], ratio[0], ratio[-1]]
+        )
+    return header, rows
+
+
+def plot(result: dict, out: Path) -> None:
+    """MSE vs σ and local slope vs σ, one panel per α; colours denoisers, styles sizes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sigma = np.asarray(result["sigma"])
+    alphas, sizes = result["alphas"], result["sizes"]
+    colours = {k: f"C{i}" for i, k in enumerate(result["denoisers"])}
+    styles = dict(zip(sizes, ["-", "--", ":", "-."] * len(sizes), strict=False))
+    figs = {
+        kind: plt.subplots(1, len(alphas), figsize=(4.6 * len(alphas), 4.2), squeeze=False)
+        for kind in ("mse", "local_slopes")
+    }
+    for r in result["curves"]:
+        i = alphas.index(r["alpha"])
+        style = {"color": colours[r["denoiser"]], "ls": styles[r["size"]]}
+        label = f"{r['denoiser']} {r['size']}px"
+        ax = figs["mse"][1][0, i]
+        ax.errorbar(sigma, r["mse"], yerr=r["mse_se"], marker=".", ms=3, label=label, **style)
+        ls = r["local_slopes"]
+        figs["local_slopes"][1][0, i].plot(
+            ls["sigma"], ls["slope"], marker=".", label=label, **style
+        )
+    lo, hi = result["window"]
+    for i, alpha in enumerate(alphas):
+        ax = figs["mse"][1][0, i]
+        ax.axvspan(lo, hi, color="0.92", zorder=0)
+        ax.set(
+            xscale="log", yscale="log", xlabel="σ", ylabel="MSE per pixel", title=f"α = {alpha:g}"
+        )
+        ax = figs["local_slopes"][1][0, i]
+        ax.axhline(minimax_exponent(alpha), color="k", ls="--", label="2α/(α+1)")
+        ax.axhline(1.0, color="0.5", ls=":", lw=1)
+        ax.set(xscale="log", xlabel="σ", ylabel="local slope (3 points)", title=f"α = {alpha:g}")
+    for kind, (fig, axes) in figs.items():
+        axes[0, -1].legend(fontsize=6, ncol=2)
+        fig.suptitle(
+            "C^α cartoons: MSE on held-out images (shaded: slope window)"
+            if kind == "mse"
+            else "local log-log slope of the MSE against the minimax exponent"
+        )
+        save_figure(out / f"{kind}.png", fig)
+
+
+def print_table(result: dict) -> None:
+    """Slopes with CIs per (α, size, denoiser) and MSE ratios to wavelets at the σ ends."""
+    sigma = result["sigma"]
+    lo, hi = result["window"]
+    print(
+        f"\nslope of ln MSE vs ln σ on [{lo:g}, {hi:g}] (95% CI); MSE / wavelet MSE at "
+        f"σ = {sigma[0]:.3g} and σ = {sigma[-1]:.3g}"
+    )
+    print(f"{'α':>4s} {'size':>5s} {'denoiser':12s} {'slope [95% CI]':>22s} {'minimax':>8s} ratios")
+    for r in result["curves"]:
+        fit = r["slope"]
+        ratio = r.get("ratio_to_wavelet")
+        ratios = "" if ratio is None else f"{ratio[0]:6.2f} {ratio[-1]:6.2f}"
+        print(
+            f"{r['alpha']:4g} {r['size']:5d} {r['denoiser']:12s} "
+            f"{fit['slope']:6.2f} [{fit['ci'][0]:5.2f}, {fit['ci'][1]:5.2f}]      "
+            f"{r['minimax_exponent']:8.2f} {ratios}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        denoisers = check_args(args)
+    except (ValueError, RuntimeError) as err:
+        parser.error(str(err))
+    out = Path(args.out)
+    result = run(args, denoisers)
+    header, rows = csv_rows(result)
+    write_csv(out / "rates.csv", header, rows)
+    plot(result, out)
+    write_json(out / "results.json", result)
+    print_table(result)
+    print(f"\nwrote {out}/results.json, rates.csv, mse.png and local_slopes.png")
+
+
+if __name__ == "__main__":
+    main()
