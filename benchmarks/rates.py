@@ -23,39 +23,23 @@ import torch
 from benchmarks.cli import Parser, parse_sigmas, parse_window
 from benchmarks.evaluation import risk_curves
 from benchmarks.output import provenance, save_figure, write_csv, write_json
+from models.bandlets import BandletThreshold
 from models.curvelets import CurveletThreshold
 from models.protocol import Denoiser
 from models.wavelets import WaveletThreshold
 from synthetic import get_family
 from theory.rates import fit_power_law, local_slopes, minimax_exponent
 
-
-def _bandlets() -> Denoiser:
-    from models.bandlets import BandletThreshold
-
-    return BandletThreshold(wavelet="db4", factor=3.0)
-
-
 # Every reference thresholds at 3σ (hard); ratios are taken against "wavelet".
 DENOISERS: dict[str, Callable[[], Denoiser]] = {
     "wavelet": lambda: WaveletThreshold("db4", mode="hard", factor=3.0),
     "ti_wavelet": lambda: WaveletThreshold("db4", mode="hard", factor=3.0, shifts=4),
     "curvelet": lambda: CurveletThreshold(factor=3.0, mode="hard"),
-    "bandlet": _bandlets,
+    "bandlet": lambda: BandletThreshold(wavelet="db4", factor=3.0),
+    "ti_bandlet": lambda: BandletThreshold(wavelet="db4", factor=3.0, shifts=4),
 }
+DEFAULT_DENOISERS = "wavelet,ti_wavelet,curvelet,bandlet"
 BASELINE = "wavelet"
-
-
-def available_denoisers() -> list[str]:
-    """Keys of ``DENOISERS`` whose module imports (bandlets may be absent)."""
-    names = []
-    for key, make in DENOISERS.items():
-        try:
-            make()
-        except ImportError:
-            continue
-        names.append(key)
-    return names
 
 
 def _floats(text: str) -> list[float]:
@@ -103,9 +87,8 @@ def build_parser() -> Parser:
     )
     p.add_argument(
         "--denoisers",
-        default=None,
-        help=f"comma-separated subset of {', '.join(DENOISERS)}; default every one whose "
-        "module is available",
+        default=DEFAULT_DENOISERS,
+        help=f"comma-separated subset of {', '.join(DENOISERS)} (ti_bandlet: 16x the cost)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of images and noise")
     p.add_argument("--out", default="out/rates", help="output folder")
@@ -134,14 +117,11 @@ def check_args(args: argparse.Namespace) -> dict[str, Denoiser]:
             f"--window {args.window[0]:g},{args.window[1]:g} holds {inside} of the noise "
             "levels; a slope with a CI needs >= 3: widen it or refine --sigmas"
         )
-    keys = available_denoisers() if args.denoisers is None else args.denoisers.split(",")
+    keys = args.denoisers.split(",")
     for key in keys:
         if key not in DENOISERS:
             raise ValueError(f"unknown denoiser {key!r}; choose from: {', '.join(DENOISERS)}")
-    try:
-        denoisers = {key: DENOISERS[key]() for key in keys}
-    except ImportError as err:
-        raise ValueError(f"a requested denoiser cannot be imported ({err}); drop it") from None
+    denoisers = {key: DENOISERS[key]() for key in keys}
     for size in args.sizes:
         for alpha in args.alphas:
             get_family("cartoons", size=size, seed=args.seed, alpha=alpha)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.rates import DENOISERS, available_denoisers, main
+from benchmarks.rates import DEFAULT_DENOISERS, DENOISERS, main
 
 TINY = ["--alphas", "2", "--sizes", "32", "--n-images", "2", "--sigmas", "0.02,0.05,0.1"]
 
@@ -64,9 +64,10 @@ def test_tiny_run_writes_valid_results(tmp_path, capsys):
     assert not list(out.glob(".*")), "temporary files left behind"
 
 
-def test_default_denoisers_are_the_importable_ones():
-    names = available_denoisers()
-    assert {"wavelet", "ti_wavelet", "curvelet"} <= set(names) <= set(DENOISERS)
+def test_default_denoisers_are_the_four_references():
+    names = DEFAULT_DENOISERS.split(",")
+    assert names == ["wavelet", "ti_wavelet", "curvelet", "bandlet"]
+    assert set(names) <= set(DENOISERS)
 
 
 @pytest.mark.parametrize(
