@@ -1,0 +1,246 @@
+"""Training a learned denoiser: configuration, seeded network construction, the loop.
+
+The loop follows the paper (Kadkhodaie et al., ICLR 2024, Appendix A): every epoch shows the
+network ``samples_per_epoch`` images drawn by tiling the training set and shuffling (so a set
+of any size n gets the same exposure; the paper uses 250,000), Adam with the learning rate
+halved every ``lr_step_epochs`` epochs, and the loss of a chosen :mod:`models.objectives`
+objective. A checkpoint is written atomically after every epoch and a run resumes from it
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from models.bfcnn import BFCNN
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.objectives import Objective, get_objective
+from models.unet import BiasFreeUNet
+
+NETWORKS: dict[str, type[nn.Module]] = {"unet": BiasFreeUNet, "bfcnn": BFCNN}
+CHECKPOINT = "checkpoint.pt"
+
+
+def network_params(network: str, params: dict) -> dict:
+    """Constructor parameters of ``NETWORKS[network]`` with every default filled in."""
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}: choose one of {sorted(NETWORKS)}")
+    signature = inspect.signature(NETWORKS[network])
+    allowed = [name for name in signature.parameters if name != "name"]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"network {network!r} has no parameter(s) {unknown}: it takes {allowed}")
+    bound = signature.bind(**params)
+    bound.apply_defaults()
+    return {name: bound.arguments[name] for name in allowed}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained network (with the data), defaults = the paper.
+
+    Parameters
+    ----------
+    network, network_params : str, dict
+        ``"unet"`` (:class:`~models.unet.BiasFreeUNet`) or ``"bfcnn"``
+        (:class:`~models.bfcnn.BFCNN`) and its constructor parameters.
+    objective, objective_params : str, dict
+        A name of :data:`models.objectives.OBJECTIVES` and its parameters.
+    lr, lr_step_epochs, lr_gamma : float, int, float
+        Adam learning rate, multiplied by ``lr_gamma`` every ``lr_step_epochs`` epochs.
+    batch_size, samples_per_epoch, epochs : int
+        Images per step, images per epoch (the last batch of an epoch may be smaller),
+        number of epochs.
+    max_steps : int or None
+        Optional cap on the total number of optimizer steps (a step budget).
+    seed : int
+        Seeds the initialisation, the data order, sigma and the noise.
+    device : str
+        Torch device, e.g. ``"cpu"`` or ``"cuda"``.
+    fast : bool
+        On CUDA, bf16 autocast and channels_last; a no-op on CPU. ``False`` keeps plain fp32.
+    """
+
+    network: str = "unet"
+    network_params: dict = field(default_factory=dict)
+    objective: str = "paper"
+    objective_params: dict = field(default_factory=dict)
+    lr: float = 1e-3
+    lr_step_epochs: int = 100
+    lr_gamma: float = 0.5
+    batch_size: int = 512
+    samples_per_epoch: int = 250_000
+    epochs: int = 1000
+    max_steps: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    fast: bool = True
+
+    def __post_init__(self) -> None:
+        network_params(self.network, self.network_params)
+        self.make_objective()
+        counts = {
+            "lr_step_epochs": self.lr_step_epochs,
+            "batch_size": self.batch_size,
+            "samples_per_epoch": self.samples_per_epoch,
+            "epochs": self.epochs,
+            "max_steps": 1 if self.max_steps is None else self.max_steps,
+        }
+        bad = {k: v for k, v in counts.items() if not (isinstance(v, int) and v >= 1)}
+        if bad:
+            raise ValueError(f"these settings must be integers >= 1: {bad}")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise ValueError(f"seed must be an integer >= 0 (got {self.seed!r})")
+        if not (self.lr > 0 and 0 < self.lr_gamma <= 1):
+            raise ValueError(f"need lr > 0 and 0 < lr_gamma <= 1 (got {self.lr}, {self.lr_gamma})")
+        try:
+            torch.device(self.device)
+        except RuntimeError as err:
+            raise ValueError(f"unknown device {self.device!r}: use 'cpu' or 'cuda'") from err
+
+    def make_objective(self) -> Objective:
+        """The configured objective."""
+        return get_objective(self.objective, **self.objective_params)
+
+    def to_dict(self) -> dict:
+        """Canonical plain-JSON form (defaults filled in): equal runs give equal dicts."""
+        out = asdict(self)
+        out["network_params"] = network_params(self.network, self.network_params)
+        out["objective_params"] = self.make_objective().to_dict()
+        del out["objective_params"]["name"]
+        out["lr"], out["lr_gamma"] = float(self.lr), float(self.lr_gamma)
+        return out
+
+
+def seeds(seed: int) -> tuple[int, int, int]:
+    """Independent seeds for (initialisation, data order, sigma and noise) from one seed."""
+    init, data, noise = np.random.SeedSequence(seed).generate_state(3)
+    return int(init), int(data), int(noise)
+
+
+def build_network(config: TrainConfig) -> nn.Module:
+    """The configured network, initialised from ``config.seed``, on ``config.device``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeds(config.seed)[0])
+        net = NETWORKS[config.network](**network_params(config.network, config.network_params))
+    return net.to(config.device)
+
+
+def epoch_order(n: int, samples_per_epoch: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of one epoch: the n training images tiled to ``samples_per_epoch`` and shuffled.
+
+    Every image appears ``floor`` or ``ceil(samples_per_epoch / n)`` times, so sets of any size
+    get the same number of training samples per epoch (the paper: 250,000).
+    """
+    return torch.randperm(samples_per_epoch, generator=generator) % n
+
+
+def train(
+    net: nn.Module,
+    images: torch.Tensor,
+    config: TrainConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+) -> list[dict]:
+    """Train ``net`` in place on ``images`` (n, C, H, W); resume from ``out_dir`` if possible.
+
+    Each epoch draws its images with :func:`epoch_order`, takes steps of ``batch_size``
+    images with the loss of ``config.objective`` and Adam, writes ``out_dir/checkpoint.pt``
+    atomically (weights, optimizer, scheduler, both random generators, counters, history)
+    and multiplies the learning rate by ``lr_gamma``
+    every ``lr_step_epochs`` epochs. An existing checkpoint of the same configuration and
+    data shape is resumed exactly; one that does not match raises ``ValueError``.
+
+    Returns
+    -------
+    history : list of dict
+        Per epoch: ``epoch``, ``step`` (total steps so far), ``loss`` and ``psnr`` (means
+        over the epoch's batches; PSNR of the denoised batch in dB), ``lr``, ``wall_s``,
+        ``img_per_s``.
+    """
+    if images.ndim != 4 or images.shape[0] < 1 or not images.is_floating_point():
+        raise ValueError(
+            f"images must be a float tensor of shape (n, C, H, W) with n >= 1, got "
+            f"{images.dtype} {tuple(images.shape)}"
+        )
+    device = torch.device(config.device)
+    fast = config.fast and device.type == "cuda"
+    memory_format = torch.channels_last if fast else torch.contiguous_format
+    net.to(device=device, memory_format=memory_format)
+    images = images.to(device)
+    objective = config.make_objective()
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step_epochs, config.lr_gamma)
+    _, data_seed, noise_seed = seeds(config.seed)
+    generators = {
+        "data": torch.Generator().manual_seed(data_seed),
+        "noise": torch.Generator(device=device).manual_seed(noise_seed),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / CHECKPOINT
+    meta = {"config": config.to_dict(), "images": list(images.shape)}
+    state = {"epoch": 0, "step": 0, "history": []}
+    if path.exists():
+        state = load_checkpoint(path, meta, net, optimizer, scheduler, generators)
+
+    n, per_epoch, batch = images.shape[0], config.samples_per_epoch, config.batch_size
+    steps_per_epoch = math.ceil(per_epoch / batch)
+    max_steps = config.max_steps or config.epochs * steps_per_epoch
+    bar = tqdm(total=min(max_steps, config.epochs * steps_per_epoch), initial=state["step"],
+               disable=not progress, unit="step", dynamic_ncols=True)
+    while state["epoch"] < config.epochs and state["step"] < max_steps:
+        start = time.perf_counter()
+        order = epoch_order(n, per_epoch, generators["data"]).to(device)
+        net.train()
+        sums = torch.zeros(2, device=device)
+        taken = 0
+        for k in range(steps_per_epoch):
+            if state["step"] == max_steps:
+                break
+            x = images[order[k * batch:(k + 1) * batch]].contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+                sigma, mse = objective.terms(net, x, generators["noise"])
+            loss = (objective.weight(sigma) * mse).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            psnr = -10 * torch.log10(mse.detach().clamp_min(1e-12)).mean()
+            sums += torch.stack([loss.detach(), psnr])
+            taken += 1
+            state["step"] += 1
+            bar.update()
+            if progress and (k % 20 == 0 or k == steps_per_epoch - 1):
+                mean_loss, mean_psnr = (sums / taken).tolist()
+                bar.set_postfix(epoch=state["epoch"] + 1, loss=f"{mean_loss:.3g}",
+                                psnr=f"{mean_psnr:.2f}")
+        mean_loss, mean_psnr = (sums / taken).tolist()
+        if not math.isfinite(mean_loss):
+            bar.close()
+            raise RuntimeError(
+                f"training diverged (loss {mean_loss} in epoch {state['epoch'] + 1}): "
+                "lower lr or use another objective"
+            )
+        lr = optimizer.param_groups[0]["lr"]
+        if taken == steps_per_epoch:
+            scheduler.step()
+        state["epoch"] += 1
+        wall = time.perf_counter() - start
+        state["history"].append({
+            "epoch": state["epoch"], "step": state["step"], "loss": mean_loss,
+            "psnr": mean_psnr, "lr": lr, "wall_s": wall,
+            "img_per_s": min(taken * batch, per_epoch) / wall,
+        })
+        save_checkpoint(path, meta, net, optimizer, scheduler, generators, state)
+    bar.close()
+    net.eval()
+    return state["history"]

@@ -1,0 +1,303 @@
+"""Objectives (sigma laws, weights), the training loop, exact resume and the run store."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from models import checkpoint, runstore, training
+from models.objectives import OBJECTIVES, get_objective
+from models.runstore import RunStore
+from models.training import TrainConfig, build_network, epoch_order, train
+
+N_SIGMA = 20_000
+
+
+def half_planes(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """Two-intensity images split by a random straight edge (n, 1, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(-0.5, 0.5, size)
+    angle = 2 * math.pi * torch.rand(n, 1, 1, 1, generator=g)
+    offset = torch.rand(n, 1, 1, 1, generator=g) - 0.5
+    lo = 0.5 * torch.rand(n, 1, 1, 1, generator=g)
+    hi = 0.5 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)
+    proj = torch.cos(angle) * t.view(1, 1, -1, 1) + torch.sin(angle) * t.view(1, 1, 1, -1)
+    return torch.where(proj > offset, hi, lo)
+
+
+def tiny_config(**changes) -> TrainConfig:
+    base = {
+        "network_params": {"channels": 4, "blocks": 2},
+        "objective": "edm",
+        "batch_size": 8,
+        "samples_per_epoch": 24,
+        "epochs": 2,
+        "seed": 7,
+    }
+    return TrainConfig(**(base | changes))
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+class Interrupted(Exception):
+    """Stands for a kill right after the first checkpoint is on disk."""
+
+
+def interrupt_after_first_checkpoint(monkeypatch):
+    real = checkpoint.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real(*args, **kwargs)
+        raise Interrupted
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+
+
+# --- objectives -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "law", "wrong"),
+    [
+        ("paper", {"sigma_max": 0.8}, lambda s: np.sqrt(s / 0.8), stats.uniform(0, 0.8).cdf),
+        ("kl", {"sigma_min": 1e-3, "sigma_max": 2.0}, stats.loguniform(1e-3, 2.0).cdf,
+         stats.loguniform(1e-3, 1.0).cdf),
+        ("edm", {"sigma_min": 2e-3, "sigma_max": 1.5}, stats.loguniform(2e-3, 1.5).cdf,
+         stats.loguniform(1e-3, 1.5).cdf),
+        ("edm", {"law": "log_normal", "p_mean": -1.5, "p_std": 0.9},
+         stats.lognorm(s=0.9, scale=math.exp(-1.5)).cdf,
+         stats.lognorm(s=1.0, scale=math.exp(-1.5)).cdf),
+    ],
+    ids=["paper", "kl", "edm-log-uniform", "edm-log-normal"],
+)
+def test_sigma_law(name, params, law, wrong):
+    objective = get_objective(name, **params)
+    sigma = objective.sample_sigma(N_SIGMA, torch.Generator().manual_seed(11))
+    assert sigma.shape == (N_SIGMA,) and sigma.dtype == torch.float32
+    sample = sigma.double().numpy()
+    assert stats.kstest(sample, law).pvalue > 1e-3
+    assert stats.kstest(sample, wrong).pvalue < 1e-6  # the test can tell laws apart
+
+
+def test_objective_weights():
+    sigma = torch.tensor([1e-3, 0.1, 0.25, 1.0], dtype=torch.float64)
+    assert torch.equal(get_objective("paper").weight(sigma), torch.ones(4, dtype=torch.float64))
+    assert torch.allclose(get_objective("kl").weight(sigma),
+                          torch.tensor([1e6, 100.0, 16.0, 1.0], dtype=torch.float64))
+    # EDM, sigma_d = 0.25: 1/sigma^2 + 16; at sigma = sigma_d it is 2/sigma_d^2 = 32
+    assert torch.allclose(get_objective("edm").weight(sigma),
+                          torch.tensor([1e6 + 16, 116.0, 32.0, 17.0], dtype=torch.float64))
+    assert torch.allclose(get_objective("edm", sigma_d=0.5).weight(sigma), 1 / sigma**2 + 4)
+
+
+def test_loss_is_the_weighted_mse_of_the_drawn_noise():
+    x = half_planes(6, size=8, seed=1).double()
+    net = lambda y, sigma: 0.7 * y  # noqa: E731  (a shrinker: loss depends on sigma and x)
+    objective = get_objective("edm")
+    g = torch.Generator().manual_seed(3)
+    replay = torch.Generator().manual_seed(3)
+    loss = objective(net, x, g)
+    lo, hi = math.log(1e-3), math.log(1.0)
+    sigma = torch.exp(lo + (hi - lo) * torch.rand(6, generator=replay)).double()
+    z = torch.randn(x.shape, generator=replay, dtype=torch.float64)
+    mse = ((0.7 * (x + sigma.view(-1, 1, 1, 1) * z) - x) ** 2).mean(dim=(1, 2, 3))
+    weight = (sigma**2 + 0.0625) / (sigma**2 * 0.0625)
+    assert torch.allclose(loss, (weight * mse).mean(), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "expected"),
+    [
+        # identity denoiser: mse = sigma^2 * mean(z^2), so loss -> E[w(sigma) sigma^2]
+        ("paper", {"sigma_max": 0.5}, 0.25 / 5),  # E[u^4] = 1/5
+        ("kl", {}, 1.0),
+        ("edm", {"sigma_min": 0.01, "sigma_max": 1.0},
+         1 + (1.0 - 1e-4) / (2 * math.log(100.0)) / 0.0625),  # 1 + E[sigma^2] / sigma_d^2
+    ],
+)
+def test_loss_of_identity_matches_closed_form(name, params, expected):
+    objective = get_objective(name, **params)
+    x = torch.full((4000, 1, 4, 4), 0.5, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    sigma, mse = objective.terms(lambda y, s: y, x, g)
+    per_image = (objective.weight(sigma) * mse).numpy()
+    se = per_image.std(ddof=1) / math.sqrt(per_image.size)
+    assert abs(per_image.mean() - expected) < 3 * se
+
+
+def test_objective_registry_and_keys():
+    assert set(OBJECTIVES) >= {"paper", "kl", "edm"}
+    with pytest.raises(ValueError, match=r"unknown objective 'l2': choose one of \['edm', 'kl'"):
+        get_objective("l2")
+    with pytest.raises(ValueError, match="has no parameter"):
+        get_objective("kl", sigma_d=0.3)
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        get_objective("kl", sigma_min=1.0, sigma_max=0.1)
+    with pytest.raises(ValueError, match="unknown sigma law"):
+        get_objective("edm", law="uniform")
+    assert get_objective("kl", sigma_max=1).to_dict() == {
+        "name": "kl", "sigma_min": 1e-3, "sigma_max": 1.0}
+    json.dumps(get_objective("edm").to_dict())
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def test_epoch_order_gives_every_image_equal_exposure():
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 3, 10, 70):
+        counts = torch.bincount(epoch_order(n, 100, g), minlength=n)
+        assert counts.sum() == 100 and counts.min() == 100 // n and counts.max() == -(-100 // n)
+    assert not torch.equal(epoch_order(10, 100, g), epoch_order(10, 100, g))  # shuffled
+
+
+def test_training_reduces_denoising_error(tmp_path):
+    config = tiny_config(network_params={"channels": 8, "blocks": 2}, objective="paper",
+                         lr=5e-3, batch_size=16, samples_per_epoch=16 * 20, epochs=2)
+    net = build_network(config)
+    test = half_planes(64, seed=1)
+    noisy = test + 0.2 * torch.randn(test.shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        before = ((net.eval()(noisy) - test) ** 2).mean().item()
+    history = train(net, half_planes(32), config, tmp_path, progress=False)
+    assert [h["step"] for h in history] == [20, 40]
+    assert history[1]["loss"] < history[0]["loss"] and history[1]["psnr"] > history[0]["psnr"]
+    with torch.no_grad():
+        after = ((net(noisy) - test) ** 2).mean().item()
+    # held-out images: clearly below the untrained network and the noisy input (sigma^2)
+    assert after < 0.5 * min(before, 0.2**2)
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    images = half_planes(5)
+    config = tiny_config()
+    whole = build_network(config)
+    history = train(whole, images, config, tmp_path / "whole", progress=False)
+    assert [h["epoch"] for h in history] == [1, 2] and history[-1]["step"] == 6
+
+    interrupt_after_first_checkpoint(monkeypatch)
+    with pytest.raises(Interrupted):
+        train(build_network(config), images, config, tmp_path / "split", progress=False)
+    monkeypatch.undo()
+    resumed = build_network(config)  # a fresh process would start from the seeded init
+    assert not same_weights(resumed, whole)
+    history = train(resumed, images, config, tmp_path / "split", progress=False)
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert same_weights(resumed, whole)
+
+
+def test_step_budget_stops_mid_epoch(tmp_path):
+    config = tiny_config(max_steps=4)
+    history = train(build_network(config), half_planes(5), config, tmp_path, progress=False)
+    assert [h["step"] for h in history] == [3, 4]
+
+
+def test_corrupt_or_foreign_checkpoint_fails_clearly(tmp_path):
+    images = half_planes(5)
+    config = tiny_config(epochs=1)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is corrupt or from another configuration .*: delete it"):
+        train(build_network(config), images, config, tmp_path, progress=False)
+    (tmp_path / "checkpoint.pt").unlink()
+    train(build_network(config), images, config, tmp_path, progress=False)
+    other = tiny_config(epochs=1, lr=2e-3)
+    with pytest.raises(ValueError, match="configuration differs.*delete it to retrain"):
+        train(build_network(other), images, other, tmp_path, progress=False)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_config_validation_and_canonical_form():
+    with pytest.raises(ValueError, match="unknown objective"):
+        TrainConfig(objective="nosuch")
+    with pytest.raises(ValueError, match="unknown network 'resnet': choose one of"):
+        TrainConfig(network="resnet")
+    with pytest.raises(ValueError, match="has no parameter"):
+        TrainConfig(network="bfcnn", network_params={"blocks": 2})
+    with pytest.raises(ValueError, match="integers >= 1"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="lr > 0"):
+        TrainConfig(lr=-1.0)
+    implicit = TrainConfig(objective="kl", objective_params={"sigma_max": 1})
+    explicit = TrainConfig(network_params={"channels": 64, "blocks": 3},
+                           objective="kl", objective_params={"sigma_min": 0.001})
+    assert implicit.to_dict() == explicit.to_dict()
+    assert json.loads(json.dumps(implicit.to_dict())) == implicit.to_dict()
+
+
+def test_fast_flag_is_a_no_op_on_cpu(tmp_path):
+    images = half_planes(5)
+    nets = []
+    for fast in (True, False):
+        config = tiny_config(fast=fast, epochs=1)
+        nets.append(build_network(config))
+        train(nets[-1], images, config, tmp_path / str(fast), progress=False)
+    assert same_weights(*nets)
+
+
+# --- run store ----------------------------------------------------------------------------
+
+
+def test_run_store_reuses_finished_runs(tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    images = half_planes(5)
+    config, data = tiny_config(), {"family": "half_planes", "n": 5, "part": "A"}
+    first = store.get_or_train(config, data, images, progress=False)
+    run = store.run_dir(config, data, images.shape)
+    assert {p.name for p in run.iterdir()} == {
+        "config.json", "checkpoint.pt", "model.pt", "metrics.json"}
+    assert json.loads((run / "config.json").read_text())["data"] == data
+    assert len(json.loads((run / "metrics.json").read_text())["history"]) == 2
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(training, "train", no_training)
+    again = store.get_or_train(config, data, images, progress=False)
+    assert same_weights(first, again) and not again.training
+    # another description of the data is another run
+    with pytest.raises(AssertionError, match="trained again"):
+        store.get_or_train(config, data | {"part": "B"}, images, progress=False)
+    assert runstore.training is training
+
+
+def test_run_store_resumes_partial_runs(tmp_path, monkeypatch):
+    images = half_planes(5)
+    config, data = tiny_config(), {"family": "half_planes", "n": 5}
+    reference = RunStore(tmp_path / "a").get_or_train(config, data, images, progress=False)
+    store = RunStore(tmp_path / "b")
+    interrupt_after_first_checkpoint(monkeypatch)
+    with pytest.raises(Interrupted):
+        store.get_or_train(config, data, images, progress=False)
+    monkeypatch.undo()
+    assert store.load(config, data, images.shape) is None  # not finished
+    assert same_weights(store.get_or_train(config, data, images, progress=False), reference)
+    assert store.run_dir(config, data, images.shape).name == RunStore(tmp_path / "a").run_dir(
+        config, data, images.shape).name
+    with pytest.raises(ValueError, match="plain JSON"):
+        store.run_dir(config, {"n": np.int64(5)}, images.shape)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fast_path_trains_and_resumes(tmp_path, monkeypatch):
+    images = half_planes(5)
+    config = tiny_config(device="cuda", fast=True, objective="paper", lr=5e-3)
+    interrupt_after_first_checkpoint(monkeypatch)
+    with pytest.raises(Interrupted):
+        train(build_network(config), images, config, tmp_path, progress=False)
+    monkeypatch.undo()
+    net = build_network(config)
+    history = train(net, images, config, tmp_path, progress=False)
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(math.isfinite(h["loss"]) for h in history)
+    assert next(net.parameters()).device.type == "cuda"
+    y = images.cuda()
+    with torch.no_grad():
+        assert torch.allclose(net(3 * y), 3 * net(y), rtol=1e-4, atol=1e-6)
