@@ -1,39 +1,21 @@
-"""Result files written atomically, with the machine and command that made them."""
+"""Result files written atomically (temp file, then rename), with their provenance."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
-
-    A crash or an interrupt leaves no half-written result file, only the previous one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; results are for everyone
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+from models.checkpoint import atomic_write
 
 
 def _jsonable(value: Any) -> Any:
@@ -52,24 +34,24 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
     """Write ``data`` as indented JSON (arrays become lists, non-finite floats null)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_jsonable(data), indent=1) + "\n")
+    text = json.dumps(_jsonable(data), indent=1) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence]) -> None:
     """Write a CSV table with a header row."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
 
 
 def save_figure(path: str | os.PathLike, fig) -> None:
     """Save a matplotlib figure as PNG and close it."""
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
 
 

@@ -12,6 +12,7 @@ them, so further sections (e.g. training throughput) slot in beside it.
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from benchmarks.cli import Parser
 from benchmarks.output import provenance, write_json
 from models.memorizer import Memorizer
+from models.training import TrainConfig, build_network, train
 from synthetic.registry import FAMILY_NAMES, get_family
 
 
@@ -109,6 +111,63 @@ def print_memorizer_table(result: dict) -> None:
         )
 
 
+def training_throughput(
+    size: int,
+    channels: int,
+    blocks: int,
+    batch_size: int,
+    steps: int,
+    seed: int,
+    device: torch.device,
+) -> dict:
+    """Training images per second of the trainer's fast path against plain fp32.
+
+    Both runs train the same bias-free UNet from the same initialisation for ``steps``
+    steps (after a discarded warm-up run); the fast path is bf16 autocast with channels_last and
+    cuDNN autotuning on CUDA and is identical to the plain path on CPU, where the ratio
+    measures only noise (the issue's 2.5x aim is for a GPU).
+    """
+    images = get_family("cartoons", size=size, seed=seed).images("A", 4 * batch_size).to(device)
+    rates = {}
+    for fast in (False, True):
+        torch.backends.cudnn.benchmark = fast
+        config = TrainConfig(
+            network="unet",
+            network_params={"channels": channels, "blocks": blocks},
+            objective="edm",
+            batch_size=batch_size,
+            samples_per_epoch=batch_size * (steps + 1),
+            epochs=1,
+            seed=seed,
+            device=str(device),
+            fast=fast,
+        )
+        for _ in range(2):  # the first run warms up allocators, kernels and autotuning
+            with tempfile.TemporaryDirectory() as tmp:
+                net = build_network(config)
+                history = train(net, images, config, tmp, progress=False)
+        rates["fast" if fast else "plain_fp32"] = history[-1]["img_per_s"]
+    return {
+        "size": size,
+        "channels": channels,
+        "blocks": blocks,
+        "batch_size": batch_size,
+        "steps": steps + 1,
+        "img_per_s": rates,
+        "ratio": rates["fast"] / rates["plain_fp32"],
+    }
+
+
+def print_training_table(result: dict) -> None:
+    rates = result["img_per_s"]
+    print(
+        f"training: UNet {result['channels']} channels, {result['blocks']} levels, "
+        f"{result['size']}x{result['size']}, batch {result['batch_size']}, "
+        f"{result['steps']} steps\n  plain fp32 {rates['plain_fp32']:.0f} img/s, fast path "
+        f"{rates['fast']:.0f} img/s, ratio {result['ratio']:.2f}x"
+    )
+
+
 def build_parser() -> Parser:
     p = Parser(
         prog="python -m benchmarks.speed",
@@ -135,15 +194,20 @@ def build_parser() -> Parser:
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)"
     )
+    p.add_argument("--train-size", type=int, default=32, help="training benchmark: image side")
+    p.add_argument("--train-channels", type=int, default=16, help="training benchmark: channels")
+    p.add_argument("--train-batch", type=int, default=64, help="training benchmark: batch size")
+    p.add_argument("--train-steps", type=int, default=30, help="training benchmark: steps")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--out", default="benchmarks/results/speed", help="output folder")
     return p
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    if args.repeats < 1:
-        raise SystemExit("--repeats must be >= 1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if min(args.repeats, args.train_steps, args.train_batch) < 1:
+        parser.error("--repeats, --train-steps and --train-batch must be >= 1")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -160,7 +224,17 @@ def main(argv: list[str] | None = None) -> dict:
             device,
         ),
     }
+    result["training"] = training_throughput(
+        args.train_size,
+        args.train_channels,
+        3,
+        args.train_batch,
+        args.train_steps,
+        args.seed,
+        device,
+    )
     print_memorizer_table(result["memorizer"])
+    print_training_table(result["training"])
     path = Path(args.out) / "results.json"
     write_json(path, result)
     print(f"wrote {path}")

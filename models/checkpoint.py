@@ -17,10 +17,12 @@ def atomic_write(path: str | Path, write) -> None:
     kill) sees either the old file or the complete new one, never a partial one.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}-", suffix=".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
             write(file)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; results are for everyone
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -12,9 +12,14 @@ import pytest
 from benchmarks.optimality import main
 
 TINY = ["--size", "16", "--n-test", "8", "--n-train", "20", "--sigmas", "0.01:1:5", "--no-progress"]
+NET = ["--channels", "4", "--blocks", "2", "--steps", "6", "--batch-size", "8"]
 
 
-def test_tiny_run_writes_valid_results(tmp_path):
+def _results(out, family):
+    return json.loads((out / family / "results.json").read_text())
+
+
+def test_references_only_run_writes_valid_results(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [
@@ -23,6 +28,8 @@ def test_tiny_run_writes_valid_results(tmp_path):
             "benchmarks.optimality",
             "--family",
             "gaussian,cartoons",
+            "--network",
+            "none",
             "--out",
             str(out),
             *TINY,
@@ -34,7 +41,7 @@ def test_tiny_run_writes_valid_results(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "PSNR" in proc.stdout
     for family in ("gaussian", "cartoons"):
-        result = json.loads((out / family / "results.json").read_text())
+        result = _results(out, family)
         for key in (
             "family",
             "params",
@@ -49,20 +56,62 @@ def test_tiny_run_writes_valid_results(tmp_path):
             "command",
         ):
             assert key in result, key
-        assert result["family"] == family
-        assert len(result["sigma"]) == 5
-        names = set(result["mse"])
-        assert {"memorizer", "wavelet_db4_hard"} <= names
-        for name in names:
-            mse = np.asarray(result["mse"][name])
-            assert mse.shape == (5,) and np.all(mse > 0)
+        assert result["family"] == family and len(result["sigma"]) == 5
+        assert {"memorizer", "wavelet_db4_hard", "ti_wavelet_db4_hard_4x4"} <= set(result["mse"])
+        for name, mse in result["mse"].items():
+            assert np.all(np.asarray(mse) > 0), name
             assert set(result["slopes"][name]) >= {"slope", "ci", "window"}
         assert (out / family / "curves.png").stat().st_size > 0
         assert (out / family / "curves.csv").read_text().startswith("sigma,")
-    kl = json.loads((out / "gaussian" / "results.json").read_text())["kl"]
-    assert kl["kind"] == "exact"
+    check = _results(out, "gaussian")["gaussian_check"]
+    assert check["kind"] == "exact"
+    # The wrong-spectrum KL: Monte Carlo within 4 SE of the same quadrature of the exact
+    # excess risk (this coarse 5-level grid has quadrature error; tests/test_kl.py bounds it).
+    gap = np.abs(np.asarray(check["value"]) - np.asarray(check["quadrature_of_closed_form"]))
+    assert np.all(gap < 4 * np.asarray(check["se"]))
     assert (out / "summary.csv").exists()
     assert not list(out.rglob(".*")), "temporary files left behind"
+
+
+def test_network_run_has_every_key_and_reuses_the_run_store(tmp_path):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    argv = ["--family", "gaussian", *TINY, *NET, "--runs", str(runs), "--out", str(out)]
+    main(argv)
+    result = _results(out, "gaussian")
+    for key in (
+        "family",
+        "params",
+        "sigma",
+        "mse",
+        "mse_se",
+        "slopes",
+        "kl",
+        "wall_s",
+        "device",
+        "command",
+        "train",
+        "kl_train",
+        "effective_dimension",
+        "ratio_to_best_reference",
+        "network",
+    ):
+        assert key in result, key
+    assert set(result["kl"]) >= {"sigma0", "value", "se", "kind"}
+    assert result["kl"]["kind"] == "exact" and result["kl"]["reference"] == "wiener"
+    assert result["kl_train"]["kind"] == "exact"
+    assert {"unet", "memorizer"} <= set(result["train"]["mse"])
+    # On its own training images the memorizer is exact: the network cannot beat it.
+    train = result["train"]["mse"]
+    assert np.all(np.asarray(train["memorizer"]) <= np.asarray(train["unet"]) * (1 + 1e-6))
+    eff = result["effective_dimension"]
+    assert len(eff["trace"]) == 5 and eff["method"] == "exact"  # d = 256
+    for name in ("curves.png", "kl.png", "effective_dimension.png", "kl_check.png"):
+        assert (out / "gaussian" / name).stat().st_size > 0
+    runs_before = sorted(p.name for p in runs.iterdir())
+    stamp = (runs / runs_before[0] / "model.pt").stat().st_mtime_ns
+    main(argv)  # second run: loaded from the store, not retrained
+    assert sorted(p.name for p in runs.iterdir()) == runs_before
+    assert (runs / runs_before[0] / "model.pt").stat().st_mtime_ns == stamp
 
 
 @pytest.mark.parametrize(
@@ -74,6 +123,9 @@ def test_tiny_run_writes_valid_results(tmp_path):
         (["--family", "gaussian", "--sigmas", "0,0.1,1"], "sigma must be > 0"),
         (["--family", "gaussian", "--sigmas=-0.1,0.1,1"], "sigma must be > 0"),
         (["--family", "faces", "--faces-dir", "/nonexistent/celeba"], "not found"),
+        (["--family", "cartoons", "--size", "20", "--blocks", "3"], "multiple of 8"),
+        (["--objective", "nosuch"], "invalid choice"),
+        (["--steps", "0"], "--steps must be at least 1"),
     ],
 )
 def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, capsys, argv, message):
@@ -83,5 +135,19 @@ def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, capsys, argv, mess
     assert exc.value.code != 0
     err = capsys.readouterr().err.strip()
     assert message in err
-    assert len(err.splitlines()) <= 2, err  # argparse may prefix a usage line
+    assert len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_corrupt_stored_network_fails_clearly(tmp_path, capsys):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    argv = ["--family", "cartoons", *TINY, *NET, "--runs", str(runs), "--out", str(out)]
+    main(argv)
+    (next(runs.iterdir()) / "model.pt").write_bytes(b"not a checkpoint")
+    out2 = tmp_path / "out2"
+    with pytest.raises(SystemExit) as exc:
+        main([*argv[:-1], str(out2)])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corrupt" in err[0] and "delete" in err[0]
+    assert not out2.exists()
