@@ -151,3 +151,59 @@ def test_corrupt_stored_network_fails_clearly(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "corrupt" in err[0] and "delete" in err[0]
     assert not out2.exists()
+
+
+def test_kl_bracket_kinds(tmp_path):
+    out = tmp_path / "out"
+    main(
+        [
+            "--family",
+            "cartoons_gaussian,disks",
+            *TINY,
+            *NET,
+            "--n-test",
+            "4",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(out),
+        ]
+    )
+    bracket = _results(out, "cartoons_gaussian")["kl_curves"]
+    assert [c["kind"] for c in bracket] == ["upper_bound", "estimate"]
+    assert bracket[0]["reference"] == "genie"
+    # The genie's error is below every usable reference's, so its curve lies above.
+    assert np.all(np.asarray(bracket[0]["value"]) >= np.asarray(bracket[1]["value"]) - 1e-9)
+    disks = _results(out, "disks")
+    assert [c["kind"] for c in disks["kl_curves"]] == ["exact", "estimate"]
+    assert "disk_posterior" in disks["mse"]
+    assert (out / "cartoons_gaussian" / "kl.png").stat().st_size > 0
+
+
+def test_shuffled_faces_leave_permutation_invariant_denoisers_unchanged(tmp_path):
+    out = tmp_path / "out"
+    main(
+        [
+            "--family",
+            "faces,shuffled_faces",
+            "--network",
+            "none",
+            "--n-test",
+            "8",
+            "--sigmas",
+            "0.01:1:5",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
+    check = json.loads((out / "shuffled_faces.json").read_text())
+    faces, shuffled = _results(out, "faces"), _results(out, "shuffled_faces")
+    for name in ("memorizer", "wiener_pca"):
+        # Equal in distribution (the noise is a different draw relative to the faces).
+        gap = np.abs(np.asarray(shuffled["mse"][name]) - np.asarray(faces["mse"][name]))
+        se = np.hypot(faces["mse_se"][name], shuffled["mse_se"][name])
+        assert np.all(gap < 4 * se + 1e-12), name
+    # Wavelets use pixel neighbourhoods: shuffling the pixels hurts them at moderate σ.
+    assert max(check["ratio"]["wavelet_db4_hard"]) > 1.2
+    assert (out / "shuffled_faces.png").stat().st_size > 0
