@@ -29,8 +29,10 @@ from tqdm.auto import tqdm
 
 from benchmarks.cli import Parser, parse_sigmas
 from benchmarks.evaluation import psnr, risk_curves
-from benchmarks.output import atomic_path, provenance, save_figure, write_csv, write_json
+from benchmarks.output import provenance, save_figure, write_csv, write_json
+from models.checkpoint import atomic_write
 from models.memorizer import Memorizer
+from models.protocol import Denoiser
 from models.runstore import RunStore
 from models.samplers import (
     initial_noise,
@@ -51,7 +53,7 @@ DEFAULT_SIZES = (1, 10, 100, 1000, 10_000)
 
 @dataclass(frozen=True)
 class Profile:
-    """Defaults of one kind of run; every field can be overridden on the command line.
+    """Defaults of one kind of run; all but ``train_sigma`` can be set on the command line.
 
     Training: ``batch_size * steps`` images per network (``steps = epochs *
     samples_per_epoch / batch_size``), the same for every n; the learning rate is halved
@@ -74,28 +76,68 @@ class Profile:
     n_eval: int
     n_test: int
     sigmas: str
+    device: str = "cpu"
 
 
-# Sized from DESIGN §6: a 16-channel UNet memorizes ONE 32x32 disk image only after ~4000
-# steps with 3 blocks (samples at cosine 0.95), so the CPU runs use 16x16 disks (4x cheaper
-# per step, receptive field 100 px >> 16 px) and stop at n = 1000, where a new disk's
-# nearest training disk is still ~0.5 px away (a 3-D geometric box of 8 x 8 x 2 px).
+# Sized by measurement (DESIGN §6-§7; 16x16 disks, 16-channel UNet with 3 blocks, batch 64,
+# about 35 ms a step on 2 cores). The paper's objective (sigma = sigma_max u^2) memorizes ONE
+# image within 300 steps (samples at cosine >= 0.998, correlation 0.99), where EDM's
+# log-uniform law, which starves large sigma, left samples at cosine 0.93 and correlation
+# 0.34. The default sweep stops at n = 1000: a new disk's nearest training disk already has
+# raw cosine 0.998 and correlation 0.969 at n = 1000 (0.999 and 0.992 at n = 10^4), so no
+# similarity can tell a generalizing network from a memorizing one beyond it.
 PROFILES = {
     "quick": Profile(
-        family="disks", size=16, sizes=(1, 10, 1000), channels=16, blocks=2,
-        objective="edm", train_sigma=(2e-3, 1.5), batch_size=64, samples_per_epoch=64 * 200,
-        epochs=3, lr_step_epochs=2, n_samples=8, n_eval=64, n_test=64, sigmas="2e-3:1:7",
+        family="disks",
+        size=16,
+        sizes=(1, 10, 1000),
+        channels=16,
+        blocks=3,
+        objective="paper",
+        train_sigma=(2e-3, 1.5),
+        batch_size=64,
+        samples_per_epoch=64 * 200,
+        epochs=2,
+        lr_step_epochs=1,
+        n_samples=8,
+        n_eval=64,
+        n_test=64,
+        sigmas="2e-3:1:7",
     ),
     "default": Profile(
-        family="disks", size=16, sizes=(1, 10, 100, 1000), channels=16, blocks=3,
-        objective="edm", train_sigma=(2e-3, 1.5), batch_size=64, samples_per_epoch=64 * 250,
-        epochs=12, lr_step_epochs=4, n_samples=16, n_eval=128, n_test=128, sigmas="1e-3:1:13",
+        family="disks",
+        size=16,
+        sizes=(1, 10, 100, 1000),
+        channels=16,
+        blocks=3,
+        objective="paper",
+        train_sigma=(2e-3, 1.5),
+        batch_size=64,
+        samples_per_epoch=64 * 250,
+        epochs=12,
+        lr_step_epochs=4,
+        n_samples=16,
+        n_eval=128,
+        n_test=128,
+        sigmas="1e-3:1:13",
     ),
     "paper": Profile(
-        family="faces", size=80, sizes=(1, 10, 100, 1000, 10_000, 100_000), channels=64,
-        blocks=3, objective="paper", train_sigma=(1e-3, 1.0), batch_size=512,
-        samples_per_epoch=250_000, epochs=40, lr_step_epochs=10, n_samples=32, n_eval=256,
-        n_test=256, sigmas="1e-3:1:13",
+        family="faces",
+        size=80,
+        sizes=DEFAULT_SIZES + (100_000,),
+        channels=64,
+        blocks=3,
+        objective="paper",
+        train_sigma=(1e-3, 1.0),
+        batch_size=512,
+        samples_per_epoch=250_000,
+        epochs=40,
+        lr_step_epochs=10,
+        n_samples=32,
+        n_eval=256,
+        n_test=256,
+        sigmas="1e-3:1:13",
+        device="cuda",
     ),
 }
 
@@ -114,57 +156,114 @@ def _parse_sizes(text: str) -> tuple[int, ...]:
 
 def build_parser() -> Parser:
     p = Parser(prog="python -m benchmarks.generalization", description=__doc__.split("\n\n")[1])
-    p.add_argument("--profile", choices=sorted(PROFILES), default="default",
-                   help="defaults for a CPU smoke run (quick), the CPU sweep (default) or the "
-                   "paper's 80x80 faces with its UNet, for a GPU (paper)")
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="default",
+        help="defaults for a CPU smoke run (quick), the CPU sweep (default) or the "
+        "paper's 80x80 faces with its UNet, for a GPU (paper)",
+    )
     p.add_argument("--quick", action="store_true", help="alias of --profile quick")
-    p.add_argument("--family", default=None,
-                   help=f"image family, one of {', '.join(FAMILY_NAMES)} (default: the profile's)")
+    p.add_argument(
+        "--family",
+        default=None,
+        help=f"image family, one of {', '.join(FAMILY_NAMES)} (default: the profile's)",
+    )
     p.add_argument("--size", type=int, default=None, help="image side in pixels")
-    p.add_argument("--sizes-n", type=_parse_sizes, default=None,
-                   help="training-set sizes n, comma-separated (default: the profile's, capped "
-                   "by the images a finite family holds)")
-    p.add_argument("--faces-dir", default=None,
-                   help="faces: folder of aligned face images (e.g. CelebA img_align_celeba); "
-                   "default the embedded LFW subset")
+    p.add_argument(
+        "--sizes-n",
+        type=_parse_sizes,
+        default=None,
+        help="training-set sizes n, comma-separated (default: the profile's, capped "
+        "by the images a finite family holds)",
+    )
+    p.add_argument(
+        "--faces-dir",
+        default=None,
+        help="faces: folder of aligned face images (e.g. CelebA img_align_celeba); "
+        "default the embedded LFW subset",
+    )
     g = p.add_argument_group("training (identical for every n: equal exposure)")
     g.add_argument("--channels", type=int, default=None, help="UNet channels at the top level")
     g.add_argument("--blocks", type=int, default=None, help="UNet down-sampling levels")
-    g.add_argument("--objective", choices=("paper", "kl", "edm"), default=None,
-                   help="training objective (models.objectives)")
+    g.add_argument(
+        "--objective",
+        choices=("paper", "kl", "edm"),
+        default=None,
+        help="training objective (models.objectives)",
+    )
     g.add_argument("--batch-size", type=int, default=None, help="images per step")
-    g.add_argument("--samples-per-epoch", type=int, default=None,
-                   help="training images shown per epoch, whatever n (the paper: 250000)")
+    g.add_argument(
+        "--samples-per-epoch",
+        type=int,
+        default=None,
+        help="training images shown per epoch, whatever n (the paper: 250000)",
+    )
     g.add_argument("--epochs", type=int, default=None, help="epochs per network")
-    g.add_argument("--steps", type=int, default=None,
-                   help="optional cap on optimizer steps per network")
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="optimizer steps per network (sets the epochs unless --epochs is given, then caps)",
+    )
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    g.add_argument("--lr-step-epochs", type=int, default=None,
-                   help="halve the learning rate every this many epochs")
+    g.add_argument(
+        "--lr-step-epochs",
+        type=int,
+        default=None,
+        help="halve the learning rate every this many epochs",
+    )
     g.add_argument("--runs", default="runs", help="run store root (trained networks are reused)")
     g = p.add_argument_group("evaluation")
-    g.add_argument("--sigmas", type=parse_sigmas, default=None,
-                   help="noise levels for the PSNR and KL curves: lo:hi:n log-spaced or a,b,c")
-    g.add_argument("--n-eval", type=int, default=None,
-                   help="training-image rows evaluated per network (a small set is repeated)")
-    g.add_argument("--n-test", type=int, default=None,
-                   help="held-out images, capped by what the family holds")
+    g.add_argument(
+        "--sigmas",
+        type=parse_sigmas,
+        default=None,
+        help="noise levels for the PSNR and KL curves: lo:hi:n log-spaced or a,b,c",
+    )
+    g.add_argument(
+        "--n-eval",
+        type=int,
+        default=None,
+        help="training-image rows evaluated per network (a small set is repeated)",
+    )
+    g.add_argument(
+        "--n-test", type=int, default=None, help="held-out images, capped by what the family holds"
+    )
     g = p.add_argument_group("sampling (A and B share the initial and the injected noise)")
     g.add_argument("--n-samples", type=int, default=None, help="samples K per network")
-    g.add_argument("--sampler", choices=("ascent", "flow"), default="ascent",
-                   help="stochastic coarse-to-fine ascent or deterministic probability flow")
+    g.add_argument(
+        "--sampler",
+        choices=("ascent", "flow"),
+        default="ascent",
+        help="stochastic coarse-to-fine ascent or deterministic probability flow",
+    )
     g.add_argument("--h0", type=float, default=0.01, help="ascent: first step size")
-    g.add_argument("--beta", type=float, default=0.5,
-                   help="ascent: noise-reduction fraction kept (1: no injected noise)")
-    g.add_argument("--sigma0", type=float, default=1.0,
-                   help="standard deviation of the initial noise, centred at 0.5")
+    g.add_argument(
+        "--beta",
+        type=float,
+        default=0.5,
+        help="ascent: noise-reduction fraction kept (1: no injected noise)",
+    )
+    g.add_argument(
+        "--sigma0",
+        type=float,
+        default=1.0,
+        help="standard deviation of the initial noise, centred at 0.5",
+    )
     g.add_argument("--sigma-final", type=float, default=0.01, help="final noise level")
     g.add_argument("--max-steps", type=int, default=1000, help="ascent: cap on steps")
     g.add_argument("--flow-steps", type=int, default=50, help="flow: levels of the schedule")
-    g.add_argument("--measure", choices=MEASURES, default="cosine",
-                   help="similarity that picks the nearest training image (both are reported)")
+    g.add_argument(
+        "--measure",
+        choices=MEASURES,
+        default="cosine",
+        help="similarity that picks the nearest training image (both are reported)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of images, splits, training, noise")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu or cuda (default: the profile's)"
+    )
     p.add_argument("--out", default="out/generalization", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
@@ -193,20 +292,36 @@ def resolve_profile(args: argparse.Namespace) -> Profile:
     profile = PROFILES[name]
     family = args.family or profile.family
     # The profile's size is for its own family; another family keeps its own default.
-    size = args.size if args.size is not None else (
-        profile.size if family == profile.family else None)
+    size = (
+        args.size if args.size is not None else (profile.size if family == profile.family else None)
+    )
     overrides = {
-        "family": family, "size": size, "sizes": args.sizes_n, "channels": args.channels,
-        "blocks": args.blocks, "objective": args.objective, "batch_size": args.batch_size,
-        "samples_per_epoch": args.samples_per_epoch, "epochs": args.epochs,
-        "lr_step_epochs": args.lr_step_epochs, "n_samples": args.n_samples,
-        "n_eval": args.n_eval, "n_test": args.n_test,
+        "family": family,
+        "size": size,
+        "sizes": args.sizes_n,
+        "channels": args.channels,
+        "blocks": args.blocks,
+        "objective": args.objective,
+        "batch_size": args.batch_size,
+        "samples_per_epoch": args.samples_per_epoch,
+        "epochs": args.epochs,
+        "lr_step_epochs": args.lr_step_epochs,
+        "n_samples": args.n_samples,
+        "n_eval": args.n_eval,
+        "n_test": args.n_test,
+        "device": args.device,
     }
-    return replace(profile, **{k: v for k, v in overrides.items() if v is not None})
+    profile = replace(profile, **{k: v for k, v in overrides.items() if v is not None})
+    if args.steps is not None and args.epochs is None and args.steps >= 1:
+        # A step budget alone sets as many epochs as it needs (--steps still caps the last).
+        per_epoch = math.ceil(profile.samples_per_epoch / profile.batch_size)
+        profile = replace(profile, epochs=math.ceil(args.steps / per_epoch))
+    return profile
 
 
-def choose_sizes(requested: tuple[int, ...], explicit: bool, capacity: float, family: str
-                 ) -> tuple[tuple[int, ...], str | None]:
+def choose_sizes(
+    requested: tuple[int, ...], explicit: bool, capacity: float, family: str
+) -> tuple[tuple[int, ...], str | None]:
     """Set sizes within the family's A/B capacity, and a note when defaults were capped.
 
     Explicit sizes above the capacity are an error; default ones are dropped and the
@@ -221,8 +336,10 @@ def choose_sizes(requested: tuple[int, ...], explicit: bool, capacity: float, fa
             f"images in each of the disjoint sets A and B: use n <= {cap}"
         )
     sizes = tuple(sorted({n for n in requested if n <= cap} | {cap}))
-    note = (f"family '{family}' holds {cap} images in each of A and B: sizes capped to "
-            f"{', '.join(map(str, sizes))} (asked {', '.join(map(str, requested))})")
+    note = (
+        f"family '{family}' holds {cap} images in each of A and B: sizes capped to "
+        f"{', '.join(map(str, sizes))} (asked {', '.join(map(str, requested))})"
+    )
     return sizes, note
 
 
@@ -237,15 +354,21 @@ def setup(args: argparse.Namespace) -> Setup:
     profile = resolve_profile(args)
     if profile.family not in FAMILY_NAMES:
         raise ValueError(
-            f"unknown family {profile.family!r}; choose one of: {', '.join(FAMILY_NAMES)}")
-    params = ({"folder": args.faces_dir} if profile.family in ("faces", "shuffled_faces")
-              else {})
+            f"unknown family {profile.family!r}; choose one of: {', '.join(FAMILY_NAMES)}"
+        )
+    params = {"folder": args.faces_dir} if profile.family in ("faces", "shuffled_faces") else {}
     if args.faces_dir is not None and not params:
         raise ValueError(f"--faces-dir needs --family faces (got {profile.family})")
-    for name, value, low in (("--n-samples", profile.n_samples, 1), ("--n-eval", profile.n_eval, 2),
-                             ("--n-test", profile.n_test, 2), ("--flow-steps", args.flow_steps, 2),
-                             ("--max-steps", args.max_steps, 1), ("--seed", args.seed, 0),
-                             ("--channels", profile.channels, 1), ("--blocks", profile.blocks, 1)):
+    for name, value, low in (
+        ("--n-samples", profile.n_samples, 1),
+        ("--n-eval", profile.n_eval, 2),
+        ("--n-test", profile.n_test, 2),
+        ("--flow-steps", args.flow_steps, 2),
+        ("--max-steps", args.max_steps, 1),
+        ("--seed", args.seed, 0),
+        ("--channels", profile.channels, 1),
+        ("--blocks", profile.blocks, 1),
+    ):
         if value < low:
             raise ValueError(f"{name} must be an integer >= {low} (got {value})")
     if not 0 < args.h0 <= 1 or not 0 < args.beta <= 1:
@@ -255,7 +378,10 @@ def setup(args: argparse.Namespace) -> Setup:
             f"need 0 < --sigma-final < --sigma0 (got {args.sigma_final}, {args.sigma0}); "
             "sigma must be > 0, the paper uses 0.01 and 1"
         )
-    device = torch.device(args.device)
+    try:
+        device = torch.device(profile.device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {profile.device!r}: use cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked but no CUDA device is available: use --device cpu")
     family = get_family(profile.family, size=profile.size, seed=args.seed, **params)
@@ -273,11 +399,15 @@ def setup(args: argparse.Namespace) -> Setup:
             network_params={"channels": profile.channels, "blocks": profile.blocks},
             objective=profile.objective,
             objective_params=objective_params(profile.objective, profile.train_sigma),
-            lr=args.lr, lr_step_epochs=profile.lr_step_epochs, batch_size=profile.batch_size,
-            samples_per_epoch=profile.samples_per_epoch, epochs=profile.epochs,
+            lr=args.lr,
+            lr_step_epochs=profile.lr_step_epochs,
+            batch_size=profile.batch_size,
+            samples_per_epoch=profile.samples_per_epoch,
+            epochs=profile.epochs,
             max_steps=args.steps,
             # Different initialisations for A and B: agreement must not come from shared weights.
-            seed=args.seed + offset, device=str(device),
+            seed=args.seed + offset,
+            device=str(device),
         )
         for offset, part in enumerate(PARTS)
     }
@@ -285,8 +415,17 @@ def setup(args: argparse.Namespace) -> Setup:
     n_test = int(min(profile.n_test, family.capacity("test")))
     if n_test < 2:
         raise ValueError(f"family '{family.name}' holds {n_test} held-out images; need >= 2")
-    return Setup(family, sizes, capacity, capped, profile, configs,
-                 np.asarray(sigmas, dtype=float), n_test, device)
+    return Setup(
+        family,
+        sizes,
+        capacity,
+        capped,
+        profile,
+        configs,
+        np.asarray(sigmas, dtype=float),
+        n_test,
+        device,
+    )
 
 
 def _seed(*keys: int) -> int:
@@ -310,8 +449,15 @@ def training_rows(train: torch.Tensor, n_eval: int) -> torch.Tensor:
     return train.repeat_interleave(math.ceil(n_eval / n), dim=0)
 
 
-def denoising_curves(net, train: torch.Tensor, test: torch.Tensor, sigma: np.ndarray,
-                     n_eval: int, seed: int, progress: bool) -> dict:
+def denoising_curves(
+    net: Denoiser,
+    train: torch.Tensor,
+    test: torch.Tensor,
+    sigma: np.ndarray,
+    n_eval: int,
+    seed: int,
+    progress: bool,
+) -> dict:
     """Train/test PSNR of ``net`` and of the memorizer of ``train``, and the KL between them.
 
     On training rows the memorizer is the exact optimal denoiser of the training law p_n,
@@ -323,14 +469,16 @@ def denoising_curves(net, train: torch.Tensor, test: torch.Tensor, sigma: np.nda
     memorizer = Memorizer(train)
     denoisers = {"network": net, "memorizer": memorizer}
     rows = training_rows(train, n_eval)
-    on_train = risk_curves(denoisers, rows, sigma, _seed(seed, 3), progress=progress,
-                           desc="train PSNR")
-    on_test = risk_curves(denoisers, test, sigma, _seed(seed, 4), progress=progress,
-                          desc="test PSNR")
+    on_train = risk_curves(
+        denoisers, rows, sigma, _seed(seed, 3), progress=progress, desc="train PSNR"
+    )
+    on_test = risk_curves(
+        denoisers, test, sigma, _seed(seed, 4), progress=progress, desc="test PSNR"
+    )
     kl = kl_curve(sigma, (on_train.sse["network"] - on_train.sse["memorizer"]).T)
     return {
-        "train_psnr": psnr(on_train.mse("network")),
-        "test_psnr": psnr(on_test.mse("network")),
+        "train_psnr": _psnr(on_train.mse("network")),
+        "test_psnr": _psnr(on_test.mse("network")),
         # The memorizer of one image is exact on it: mse 0, PSNR inf (null in JSON).
         "memorizer_train_psnr": _psnr(on_train.mse("memorizer")),
         "memorizer_test_psnr": _psnr(on_test.mse("memorizer")),
@@ -339,13 +487,17 @@ def denoising_curves(net, train: torch.Tensor, test: torch.Tensor, sigma: np.nda
         "test_mse": on_test.mse("network"),
         "test_mse_se": on_test.mse_se("network"),
         "n_train_rows": rows.shape[0],
-        "kl": {**kl.to_dict(), "kind": "exact_vs_memorizer", "units": "nats per image",
-               "note": "KL(p_n,sigma0 || q_net,sigma0) on training rows; p_n = uniform law of "
-                       "the training set, whose optimal denoiser is the memorizer"},
+        "kl": {
+            **kl.to_dict(),
+            "kind": "exact_vs_memorizer",
+            "units": "nats per image",
+            "note": "KL(p_n,sigma0 || q_net,sigma0) on training rows; p_n = uniform law of "
+            "the training set, whose optimal denoiser is the memorizer",
+        },
     }
 
 
-def draw_samples(net, y0: torch.Tensor, args: argparse.Namespace, seed: int) -> dict:
+def draw_samples(net: Denoiser, y0: torch.Tensor, args: argparse.Namespace, seed: int) -> dict:
     """Samples of ``net`` from ``y0``; injected noise from a generator seeded with ``seed``.
 
     Two calls with the same ``y0`` and ``seed`` inject the same noise at every step both
@@ -355,29 +507,62 @@ def draw_samples(net, y0: torch.Tensor, args: argparse.Namespace, seed: int) -> 
         if args.sampler == "flow":
             sigmas = log_sigmas_schedule(args.flow_steps, args.sigma0, args.sigma_final)
             x = probability_flow(net, y0, sigmas, progress=not args.no_progress)
-            return {"x": x, "steps": [args.flow_steps - 1] * y0.shape[0]}
+            return {
+                "x": x,
+                "steps": [args.flow_steps - 1] * y0.shape[0],
+                "diverged": (~finite_rows(x)).nonzero().flatten().tolist(),
+            }
         generator = torch.Generator(device=y0.device).manual_seed(seed)
         result = stochastic_ascent(
-            net, y0, h0=args.h0, beta=args.beta, sigma_final=args.sigma_final,
-            sigma0=args.sigma0, generator=generator, max_steps=args.max_steps,
+            net,
+            y0,
+            h0=args.h0,
+            beta=args.beta,
+            sigma_final=args.sigma_final,
+            sigma0=args.sigma0,
+            generator=generator,
+            max_steps=args.max_steps,
             progress=not args.no_progress,
         )
-    return {"x": result.x, "steps": result.steps.tolist(), "final_sigma": result.sigma.tolist(),
-            "converged": bool((result.sigma <= args.sigma_final).all())}
+    return {
+        "x": result.x,
+        "steps": result.steps.tolist(),
+        "final_sigma": result.sigma.tolist(),
+        "diverged": (~finite_rows(result.x)).nonzero().flatten().tolist(),
+        "converged": bool((result.sigma <= args.sigma_final).all()),
+    }
+
+
+def finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """Boolean (B,): the images with no inf or NaN pixel (a diverged sampler gives NaN)."""
+    return torch.isfinite(x.flatten(1)).all(1)
+
+
+def median(values) -> float:
+    """Median of the finite values (a diverged sample has no similarity); NaN if none."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else float("nan")
 
 
 def nearest_training(samples: torch.Tensor, train: torch.Tensor, measure: str) -> dict:
-    """Each sample's nearest training image (by ``measure``) and both similarities to it."""
-    index, _ = nearest_neighbours(samples, train, measure)
-    nearest = train[index.cpu()].to(samples)
+    """Each sample's nearest training image (by ``measure``) and both similarities to it.
+
+    A diverged (non-finite) sample gets index -1 and similarity NaN.
+    """
+    finite = finite_rows(samples)
+    index, _ = nearest_neighbours(samples.nan_to_num(0.0, 0.0, 0.0), train, measure)
+    index = torch.where(finite, index, -1)
+    nearest = train[index.clamp_min(0).cpu()].to(samples)
     return {
         "index": index.tolist(),
         **{m: paired_similarity(samples, nearest, m).tolist() for m in MEASURES},
     }
 
 
-def nearest_rms(queries: torch.Tensor, references: torch.Tensor, exclude_self: bool = False
-                ) -> np.ndarray:
+def nearest_rms(
+    queries: torch.Tensor, references: torch.Tensor, exclude_self: bool = False
+) -> np.ndarray:
     """Root-mean-square pixel distance from each query to its nearest reference."""
     q, r = queries.flatten(1).double(), references.flatten(1).double().to(queries.device)
     dist = torch.cdist(q, r)
@@ -399,35 +584,47 @@ def disk_fit_rms(images: torch.Tensor, family: Family, coarse: int = 33) -> np.n
     prior = family.prior
     y = images.flatten(1).double().cpu().numpy()
     counts = (coarse, coarse, max(3, coarse // 4))
-    axes = [np.linspace(prior.low[i], prior.high[i], k) if DISK_PARAMETERS[i] in prior.free
-            else np.array([prior.default[i]]) for i, k in enumerate(counts)]
+    axes = [
+        np.linspace(prior.low[i], prior.high[i], k)
+        if DISK_PARAMETERS[i] in prior.free
+        else np.array([prior.default[i]])
+        for i, k in enumerate(counts)
+    ]
     steps = [a[1] - a[0] if len(a) > 1 else 0.0 for a in axes]
-    best, geometry = _best_disk(y, np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3),
-                                family)
+    best, geometry = _best_disk(
+        y, np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3), family
+    )
     out = np.empty(len(y))
     offsets = np.linspace(-1, 1, 9)
     for k in range(len(y)):
-        local = [np.clip(geometry[k, i] + steps[i] * offsets, prior.low[i], prior.high[i])
-                 if steps[i] else np.array([geometry[k, i]]) for i in range(3)]
+        local = [
+            np.clip(geometry[k, i] + steps[i] * offsets, prior.low[i], prior.high[i])
+            if steps[i]
+            else np.array([geometry[k, i]])
+            for i in range(3)
+        ]
         grid = np.stack(np.meshgrid(*local, indexing="ij"), -1).reshape(-1, 3)
-        out[k] = min(best[k], _best_disk(y[k:k + 1], grid, family)[0][0])
+        out[k] = min(best[k], _best_disk(y[k : k + 1], grid, family)[0][0])
     return np.sqrt(out / y.shape[1])
 
 
-def _best_disk(y: np.ndarray, geometry: np.ndarray, family: Family
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _best_disk(
+    y: np.ndarray, geometry: np.ndarray, family: Family
+) -> tuple[np.ndarray, np.ndarray]:
     """Smallest squared residual over candidate (cx, cy, r) per image, and its geometry."""
     prior = family.prior
     fg_free, bg_free = ("fg" in prior.free), ("bg" in prior.free)
     best = np.full(len(y), np.inf)
     arg = np.zeros((len(y), 3))
     for start in range(0, len(geometry), 256):
-        g = geometry[start:start + 256]
+        g = geometry[start : start + 256]
         theta = np.column_stack([g, np.ones(len(g)), np.zeros(len(g))])
         m = render_disks(theta, family.size).reshape(len(g), -1)  # (M, d) coverage
         columns, fixed = [], np.zeros_like(m)
-        for free, value, column in ((fg_free, prior.default[3], m),
-                                    (bg_free, prior.default[4], 1 - m)):
+        for free, value, column in (
+            (fg_free, prior.default[3], m),
+            (bg_free, prior.default[4], 1 - m),
+        ):
             if free:
                 columns.append(column)
             else:
@@ -450,15 +647,29 @@ def _best_disk(y: np.ndarray, geometry: np.ndarray, family: Family
 
 
 def sample_quality(samples: torch.Tensor, test: torch.Tensor, family: Family) -> dict:
-    """Distance of samples to the nearest held-out image (and to the disk manifold)."""
-    out = {"nearest_test_rms": nearest_rms(samples, test)}
+    """Distance of samples to the nearest held-out image (and to the disk manifold).
+
+    NaN for a diverged sample.
+    """
+    finite = finite_rows(samples).cpu().numpy()
+    good = samples[torch.from_numpy(finite).to(samples.device)]
+    out = {"nearest_test_rms": np.full(len(finite), np.nan)}
+    out["nearest_test_rms"][finite] = nearest_rms(good, test) if len(good) else []
     if family.name == "disks":
-        out["disk_fit_rms"] = disk_fit_rms(samples, family)
+        out["disk_fit_rms"] = np.full(len(finite), np.nan)
+        out["disk_fit_rms"][finite] = disk_fit_rms(good, family) if len(good) else []
     return out
 
 
-def run_size(n: int, s: Setup, args: argparse.Namespace, store: RunStore, test: torch.Tensor,
-             y0: torch.Tensor, bar: tqdm) -> tuple[dict, dict[str, torch.Tensor]]:
+def run_size(
+    n: int,
+    s: Setup,
+    args: argparse.Namespace,
+    store: RunStore,
+    test: torch.Tensor,
+    y0: torch.Tensor,
+    bar: tqdm,
+) -> tuple[dict, dict[str, torch.Tensor]]:
     """Train (or load) the A and B networks of one set size and measure them."""
     progress = not args.no_progress
     train = {part: s.family.images(part, n) for part in PARTS}
@@ -473,17 +684,23 @@ def run_size(n: int, s: Setup, args: argparse.Namespace, store: RunStore, test: 
         metrics = json.loads((run / "metrics.json").read_text())
         history = metrics["history"]
         networks[part] = {
-            "run_dir": str(run), "reused": reused, "seed": config.seed,
-            "train_wall_s": metrics["train_wall_s"], "parameters": metrics["parameters"],
-            "steps": history[-1]["step"], "images_seen": history[-1]["step"] * config.batch_size,
-            "final_loss": history[-1]["loss"], "final_train_psnr": history[-1]["psnr"],
+            "run_dir": str(run),
+            "reused": reused,
+            "seed": config.seed,
+            "train_wall_s": metrics["train_wall_s"],
+            "parameters": metrics["parameters"],
+            "steps": history[-1]["step"],
+            "images_seen": history[-1]["step"] * config.batch_size,
+            "final_loss": history[-1]["loss"],
+            "final_train_psnr": history[-1]["psnr"],
         }
         bar.update()
     bar.set_description(f"n={n}: evaluating")
     for part in PARTS:
         device_train = train[part].to(s.device)
-        curves[part] = denoising_curves(nets[part], device_train, test, s.sigmas,
-                                        s.profile.n_eval, args.seed, progress)
+        curves[part] = denoising_curves(
+            nets[part], device_train, test, s.sigmas, s.profile.n_eval, args.seed, progress
+        )
         draws[part] = draw_samples(nets[part], y0, args, _seed(args.seed, 2))
         samples[part] = draws[part].pop("x")
     similarity: dict = {"search_measure": args.measure}
@@ -495,9 +712,12 @@ def run_size(n: int, s: Setup, args: argparse.Namespace, store: RunStore, test: 
         if s.family.name in ("faces", "shuffled_faces"):
             for key, source in (("own", part), ("other", other)):
                 names = s.family.sources(source, n)
-                similarity[part][key]["source"] = [names[i] for i in similarity[part][key]["index"]]
-    similarity["AB"] = {m: paired_similarity(samples["A"], samples["B"], m).tolist()
-                        for m in MEASURES}
+                similarity[part][key]["source"] = [
+                    names[i] if i >= 0 else None for i in similarity[part][key]["index"]
+                ]
+    similarity["AB"] = {
+        m: paired_similarity(samples["A"], samples["B"], m).tolist() for m in MEASURES
+    }
     similarity["medians"] = medians(similarity)
     quality = {part: sample_quality(samples[part], test, s.family) for part in PARTS}
     bar.update()
@@ -506,13 +726,21 @@ def run_size(n: int, s: Setup, args: argparse.Namespace, store: RunStore, test: 
         "networks": networks,
         "input_psnr": psnr(s.sigmas**2),
         "denoising": curves,
-        "sampling": draws,
+        "sampling": {"sigma_final": args.sigma_final, **draws},
         "similarity": similarity,
         "quality": quality,
     }
-    nearest = {part: train[part][similarity[part]["own"]["index"]] for part in PARTS}
-    return record, {"A": samples["A"].cpu(), "B": samples["B"].cpu(),
-                    "nearest_A": nearest["A"], "nearest_B": nearest["B"]}
+    nearest = {}
+    for part in PARTS:
+        index = torch.tensor(similarity[part]["own"]["index"])
+        nearest[part] = train[part][index.clamp_min(0)]
+        nearest[part][index < 0] = math.nan  # a diverged sample has no nearest image
+    return record, {
+        "A": samples["A"].cpu(),
+        "B": samples["B"].cpu(),
+        "nearest_A": nearest["A"],
+        "nearest_B": nearest["B"],
+    }
 
 
 def medians(similarity: dict) -> dict:
@@ -521,10 +749,9 @@ def medians(similarity: dict) -> dict:
     for m in MEASURES:
         for part in PARTS:
             for key in ("own", "other"):
-                out[f"{key}_{part}_{m}"] = float(np.median(similarity[part][key][m]))
-        out[f"AB_{m}"] = float(np.median(similarity["AB"][m]))
-        both = similarity["A"]["own"][m] + similarity["B"]["own"][m]
-        out[f"own_{m}"] = float(np.median(both))
+                out[f"{key}_{part}_{m}"] = median(similarity[part][key][m])
+        out[f"AB_{m}"] = median(similarity["AB"][m])
+        out[f"own_{m}"] = median(similarity["A"]["own"][m] + similarity["B"]["own"][m])
     return out
 
 
@@ -540,9 +767,11 @@ def expectations(runs: list[dict], reference: dict) -> dict:
     out: dict = {}
     first = runs[0]
     if first["n"] == 1:
-        cos = [c for p in PARTS for c in first["similarity"][p]["own"]["cosine"]]
-        out["n1_min_nearest_cosine"] = min(cos)
-        out["n1_memorized"] = min(cos) >= 0.99
+        cos = np.array([c for p in PARTS for c in first["similarity"][p]["own"]["cosine"]])
+        finite = np.isfinite(cos)
+        out["n1_min_nearest_cosine"] = float(cos[finite].min()) if finite.any() else None
+        out["n1_diverged"] = int((~finite).sum())
+        out["n1_memorized"] = bool(finite.all() and cos.min() >= 0.99)
     last = runs[-1]
     med = last["similarity"]["medians"]
     out["largest_n"] = last["n"]
@@ -552,11 +781,11 @@ def expectations(runs: list[dict], reference: dict) -> dict:
         out[f"largest_n_AB_minus_nearest_{m}"] = med[f"AB_{m}"] - med[f"own_{m}"]
     out["largest_n_AB_agree"] = med["AB_cosine"] >= 0.9 and med["AB_cosine"] > med["own_cosine"]
     quality = [last["quality"][p] for p in PARTS]
-    rms = np.median(np.concatenate([q["nearest_test_rms"] for q in quality]))
+    rms = median(np.concatenate([q["nearest_test_rms"] for q in quality]))
     out["largest_n_quality_ratio"] = float(rms / reference["median_nearest_test_rms"])
     if "disk_fit_rms" in quality[0]:
         fit = np.concatenate([q["disk_fit_rms"] for q in quality])
-        out["largest_n_median_disk_fit_rms"] = float(np.median(fit))
+        out["largest_n_median_disk_fit_rms"] = median(fit)
     return out
 
 
@@ -568,58 +797,116 @@ def mid_index(sigma: np.ndarray) -> int:
 def summary_rows(runs: list[dict], sigma: np.ndarray) -> tuple[list[str], list[list]]:
     """One row per n: PSNR at the middle sigma, KL, median similarities, sample quality."""
     j = mid_index(sigma)
-    header = ["n", "train_psnr_A", "train_psnr_B", "test_psnr_A", "test_psnr_B", "kl_A", "kl_B",
-              "nearest_cosine", "nearest_correlation", "AB_cosine", "AB_correlation",
-              "sample_test_rms", "disk_fit_rms"]
+    header = [
+        "n",
+        "train_psnr_A",
+        "train_psnr_B",
+        "test_psnr_A",
+        "test_psnr_B",
+        "kl_A",
+        "kl_B",
+        "nearest_cosine",
+        "nearest_correlation",
+        "AB_cosine",
+        "AB_correlation",
+        "sample_test_rms",
+        "disk_fit_rms",
+        "converged",
+        "diverged",
+    ]
     rows = []
     for r in runs:
         c, med = r["denoising"], r["similarity"]["medians"]
         q = r["quality"]
         rms = np.concatenate([q[p]["nearest_test_rms"] for p in PARTS])
-        fit = (np.median(np.concatenate([q[p]["disk_fit_rms"] for p in PARTS]))
-               if "disk_fit_rms" in q["A"] else float("nan"))
-        rows.append([
-            r["n"], *(float(c[p][k][j]) for k in ("train_psnr", "test_psnr") for p in PARTS),
-            *(float(c[p]["kl"]["value"][0]) for p in PARTS),
-            med["own_cosine"], med["own_correlation"], med["AB_cosine"], med["AB_correlation"],
-            float(np.median(rms)), float(fit),
-        ])
+        fit = (
+            median(np.concatenate([q[p]["disk_fit_rms"] for p in PARTS]))
+            if "disk_fit_rms" in q["A"]
+            else float("nan")
+        )
+        rows.append(
+            [
+                r["n"],
+                *(float(c[p][k][j]) for k in ("train_psnr", "test_psnr") for p in PARTS),
+                *(float(c[p]["kl"]["value"][0]) for p in PARTS),
+                med["own_cosine"],
+                med["own_correlation"],
+                med["AB_cosine"],
+                med["AB_correlation"],
+                median(rms),
+                float(fit),
+                converged_fraction(r["sampling"]),
+                sum(len(r["sampling"][p]["diverged"]) for p in PARTS),
+            ]
+        )
     return header, rows
+
+
+def converged_fraction(sampling: dict) -> float:
+    """Fraction of the A and B samples whose ascent reached sigma_final (1 for the flow)."""
+    sigma = [v for p in PARTS for v in sampling[p].get("final_sigma", [])]
+    if not sigma:
+        return 1.0
+    return float(np.mean(np.asarray(sigma) <= sampling["sigma_final"]))
 
 
 def print_table(result: dict, header: list[str], rows: list[list]) -> None:
     sigma = np.asarray(result["sigma"])
     j = mid_index(sigma)
     ref = result["test_reference"]
-    print(f"\n{result['family']['name']} {result['family']['size']}x{result['family']['size']}: "
-          f"PSNR at σ = {sigma[j]:.3g} (input {psnr(sigma[j] ** 2):.1f} dB); KL vs memorizer "
-          f"from σ0 = {sigma[0]:.3g} (nats); medians over samples (nearest = own training set)")
-    print(f"{'n':>6} {'train A/B':>13} {'test A/B':>13} {'KL A/B':>17} {'near cos':>8} "
-          f"{'near corr':>9} {'A/B cos':>8} {'A/B corr':>8} {'rms→test':>8} {'disk fit':>8}")
+    print(
+        f"\n{result['family']['name']} {result['family']['size']}x{result['family']['size']}: "
+        f"PSNR at σ = {sigma[j]:.3g} (input {psnr(sigma[j] ** 2):.1f} dB); KL vs memorizer "
+        f"from σ0 = {sigma[0]:.3g} (nats); medians over samples (nearest = own training set)"
+    )
+    print(
+        f"{'n':>6} {'train A/B':>13} {'test A/B':>13} {'KL A/B':>17} {'near cos':>8} "
+        f"{'near corr':>9} {'A/B cos':>8} {'A/B corr':>8} {'rms→test':>8} {'disk fit':>8} "
+        f"{'conv':>5} {'div':>4}"
+    )
     for row in rows:
-        (n, tra, trb, tea, teb, kla, klb, ncos, ncorr, abcos, abcorr, rms, fit) = row
-        print(f"{n:>6d} {tra:6.2f}/{trb:6.2f} {tea:6.2f}/{teb:6.2f} {kla:8.3g}/{klb:8.3g} "
-              f"{ncos:8.3f} {ncorr:9.3f} {abcos:8.3f} {abcorr:8.3f} {rms:8.4f} {fit:8.4f}")
-    line = (f"held-out images: median rms to the nearest other held-out image "
-            f"{ref['median_nearest_test_rms']:.4f}")
+        (n, tra, trb, tea, teb, kla, klb, ncos, ncorr, abcos, abcorr, rms, fit, conv, div) = row
+        print(
+            f"{n:>6d} {tra:6.2f}/{trb:6.2f} {tea:6.2f}/{teb:6.2f} {kla:8.3g}/{klb:8.3g} "
+            f"{ncos:8.3f} {ncorr:9.3f} {abcos:8.3f} {abcorr:8.3f} {rms:8.3g} {fit:8.3g} "
+            f"{conv:5.2f} {div:4d}"
+        )
+    print(
+        "conv: fraction of samples whose ascent reached sigma_final; div: diverged samples "
+        "(non-finite, left out of the medians)"
+    )
+    line = (
+        f"held-out images: median rms to the nearest other held-out image "
+        f"{ref['median_nearest_test_rms']:.4f}"
+    )
     if "median_disk_fit_rms" in ref:
         line += f", disk-fit rms of clean disks {ref['median_disk_fit_rms']:.4f}"
     print(line)
     e = result["expectations"]
     if "n1_memorized" in e:
-        print(f"n = 1: min nearest-training cosine {e['n1_min_nearest_cosine']:.4f} "
-              f"({'memorized' if e['n1_memorized'] else 'NOT memorized'}: >= 0.99 expected)")
-    print(f"n = {e['largest_n']}: median A/B cosine {e['largest_n_median_AB_cosine']:.3f} vs "
-          f"nearest-training {e['largest_n_median_nearest_cosine']:.3f}; correlation "
-          f"{e['largest_n_median_AB_correlation']:.3f} vs "
-          f"{e['largest_n_median_nearest_correlation']:.3f} "
-          f"({'A/B agree' if e['largest_n_AB_agree'] else 'A/B do NOT agree'}: "
-          "A/B cosine >= 0.9 and above nearest expected)")
-    quality = (f"sample quality at n = {e['largest_n']}: distance to held-out "
-               f"{e['largest_n_quality_ratio']:.2f}x the held-out images' own")
+        low = e["n1_min_nearest_cosine"]
+        print(
+            f"n = 1: min nearest-training cosine {math.nan if low is None else low:.4f} over "
+            f"the finite samples, {e['n1_diverged']} diverged "
+            f"({'memorized' if e['n1_memorized'] else 'NOT memorized'}: all >= 0.99 expected)"
+        )
+    print(
+        f"n = {e['largest_n']}: median A/B cosine {e['largest_n_median_AB_cosine']:.3f} vs "
+        f"nearest-training {e['largest_n_median_nearest_cosine']:.3f}; correlation "
+        f"{e['largest_n_median_AB_correlation']:.3f} vs "
+        f"{e['largest_n_median_nearest_correlation']:.3f} "
+        f"({'A/B agree' if e['largest_n_AB_agree'] else 'A/B do NOT agree'}: "
+        "A/B cosine >= 0.9 and above nearest expected)"
+    )
+    quality = (
+        f"sample quality at n = {e['largest_n']}: distance to held-out "
+        f"{e['largest_n_quality_ratio']:.2f}x the held-out images' own"
+    )
     if "largest_n_median_disk_fit_rms" in e:
-        quality += (f"; disk-fit rms {e['largest_n_median_disk_fit_rms']:.4f} (clean disks "
-                    f"{ref['median_disk_fit_rms']:.4f})")
+        quality += (
+            f"; disk-fit rms {e['largest_n_median_disk_fit_rms']:.4f} (clean disks "
+            f"{ref['median_disk_fit_rms']:.4f})"
+        )
     print(quality + " (agreement of poor samples is not generalization)")
     if result["capped"]:
         print(f"note: {result['capped']}")
@@ -640,8 +927,9 @@ def plot_grid(images: dict[int, dict[str, torch.Tensor]], path: Path, columns: i
     sizes = sorted(images)
     k = min(columns, images[sizes[0]]["A"].shape[0])
     titles = ("sample A", "nearest in A", "sample B", "nearest in B")
-    fig, axes = plt.subplots(len(sizes), 4 * k, figsize=(1.3 * 4 * k, 1.4 * len(sizes)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(sizes), 4 * k, figsize=(1.3 * 4 * k, 1.4 * len(sizes)), squeeze=False
+    )
     for row, n in enumerate(sizes):
         for i in range(k):
             for c, key in enumerate(("A", "nearest_A", "B", "nearest_B")):
@@ -658,8 +946,13 @@ def plot_grid(images: dict[int, dict[str, torch.Tensor]], path: Path, columns: i
 def plot_histograms(runs: list[dict], path: Path) -> None:
     """Histograms per n of nearest-training (own, other) and A/B similarities, both measures."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(MEASURES), len(runs), figsize=(3 * len(runs), 5.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(MEASURES),
+        len(runs),
+        figsize=(3 * len(runs), 5.5),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for col, r in enumerate(runs):
         sim = r["similarity"]
         for row, m in enumerate(MEASURES):
@@ -669,12 +962,16 @@ def plot_histograms(runs: list[dict], path: Path) -> None:
                 "nearest in other set": sim["A"]["other"][m] + sim["B"]["other"][m],
                 "A vs B": sim["AB"][m],
             }
-            lo = min(min(v) for v in values.values())
+            values = {k: np.asarray(v, dtype=float) for k, v in values.items()}
+            values = {k: v[np.isfinite(v)] for k, v in values.items()}
+            lo = min((v.min() for v in values.values() if v.size), default=0.9)
             bins = np.linspace(min(lo, 0.9), 1.0, 25)
             for label, v in values.items():
                 ax.hist(np.clip(v, bins[0], 1.0), bins=bins, alpha=0.5, label=label)
-            ax.set_title(f"n = {r['n']}", fontsize=9)
             ax.set_xlabel(m, fontsize=8)
+        axes[0, col].set_title(f"n = {r['n']}", fontsize=9)
+    for row, m in enumerate(MEASURES):
+        axes[row, 0].set_ylabel(f"samples ({m})", fontsize=8)
     axes[0, 0].legend(fontsize=7)
     save_figure(path, fig)
 
@@ -690,36 +987,67 @@ def plot_curves(result: dict, path: Path) -> None:
         ax.plot(n, [x[f"own_A_{m}"] for x in med], "o-", label="sample A vs nearest in A")
         ax.plot(n, [x[f"own_B_{m}"] for x in med], "s-", label="sample B vs nearest in B")
         ax.plot(n, [x[f"AB_{m}"] for x in med], "k^-", label="sample A vs sample B")
-        ax.plot(n, [x[f"other_A_{m}"] for x in med], ":", color="gray",
-                label="sample A vs nearest in B")
-        ax.set(xscale="log", xlabel="training set size n", ylabel=f"median {m}",
-               title=f"{m} similarity")
+        ax.plot(
+            n, [x[f"other_A_{m}"] for x in med], ":", color="gray", label="sample A vs nearest in B"
+        )
+        ax.set(
+            xscale="log",
+            xlabel="training set size n",
+            ylabel=f"median {m}",
+            title=f"{m} similarity",
+        )
         ax.legend(fontsize=7)
     j = mid_index(np.asarray(result["sigma"]))
     ax = axes[2]
     for part, marker in (("A", "o"), ("B", "s")):
-        ax.plot(n, [r["denoising"][part]["train_psnr"][j] for r in runs], marker + "-",
-                label=f"train {part}")
-        ax.plot(n, [r["denoising"][part]["test_psnr"][j] for r in runs], marker + "--",
-                label=f"test {part}")
+        ax.plot(
+            n,
+            [r["denoising"][part]["train_psnr"][j] for r in runs],
+            marker + "-",
+            label=f"train {part}",
+        )
+        ax.plot(
+            n,
+            [r["denoising"][part]["test_psnr"][j] for r in runs],
+            marker + "--",
+            label=f"test {part}",
+        )
     ax.axhline(psnr(result["sigma"][j] ** 2), color="gray", ls=":", label="input")
-    ax.set(xscale="log", xlabel="training set size n", ylabel="output PSNR (dB)",
-           title=f"denoising at σ = {result['sigma'][j]:.3g}")
+    ax.set(
+        xscale="log",
+        xlabel="training set size n",
+        ylabel="output PSNR (dB)",
+        title=f"denoising at σ = {result['sigma'][j]:.3g}",
+    )
     ax.legend(fontsize=7)
     ax = axes[3]
-    rms = [np.median(np.concatenate([r["quality"][p]["nearest_test_rms"] for p in PARTS]))
-           for r in runs]
+    rms = [
+        median(np.concatenate([r["quality"][p]["nearest_test_rms"] for p in PARTS])) for r in runs
+    ]
     ax.plot(n, rms, "o-", label="sample → nearest held-out")
-    ax.axhline(result["test_reference"]["median_nearest_test_rms"], color="k", ls="--",
-               label="held-out → nearest other held-out")
+    ax.axhline(
+        result["test_reference"]["median_nearest_test_rms"],
+        color="k",
+        ls="--",
+        label="held-out → nearest other held-out",
+    )
     if "disk_fit_rms" in runs[0]["quality"]["A"]:
-        fit = [np.median(np.concatenate([r["quality"][p]["disk_fit_rms"] for p in PARTS]))
-               for r in runs]
+        fit = [
+            median(np.concatenate([r["quality"][p]["disk_fit_rms"] for p in PARTS])) for r in runs
+        ]
         ax.plot(n, fit, "s-", label="sample disk-fit residual")
-        ax.axhline(result["test_reference"]["median_disk_fit_rms"], color="gray", ls=":",
-                   label="clean disk-fit residual")
-    ax.set(xscale="log", xlabel="training set size n", ylabel="median rms per pixel",
-           title="sample quality")
+        ax.axhline(
+            result["test_reference"]["median_disk_fit_rms"],
+            color="gray",
+            ls=":",
+            label="clean disk-fit residual",
+        )
+    ax.set(
+        xscale="log",
+        xlabel="training set size n",
+        ylabel="median rms per pixel",
+        title="sample quality",
+    )
     ax.legend(fontsize=7)
     save_figure(path, fig)
 
@@ -736,15 +1064,27 @@ def plot_psnr(result: dict, path: Path) -> None:
         ax.plot(r["input_psnr"], c["train_psnr"], "--", color=color)
         for part, ls in (("A", "-"), ("B", ":")):
             kl = np.asarray(r["denoising"][part]["kl"]["value"], dtype=float)
-            ax_kl.plot(sigma, np.maximum(kl, 1e-6), ls, color=color,
-                       label=f"n = {r['n']}" if part == "A" else None)
+            ax_kl.plot(
+                sigma,
+                np.maximum(kl, 1e-6),
+                ls,
+                color=color,
+                label=f"n = {r['n']}" if part == "A" else None,
+            )
     ax.plot(psnr(sigma**2), psnr(sigma**2), ":", color="gray")
-    ax.set(xlabel="input PSNR (dB)", ylabel="output PSNR (dB)",
-           title="network A: train (dashed) and test (solid)")
+    ax.set(
+        xlabel="input PSNR (dB)",
+        ylabel="output PSNR (dB)",
+        title="network A: train (dashed) and test (solid)",
+    )
     ax.legend(fontsize=7)
-    ax_kl.set(xscale="log", yscale="log", xlabel="lower cut σ0",
-              ylabel="KL vs memorizer (nats per image)",
-              title="network vs memorizer on training images (A solid, B dotted)")
+    ax_kl.set(
+        xscale="log",
+        yscale="log",
+        xlabel="lower cut σ0",
+        ylabel="KL vs memorizer (nats per image)",
+        title="network vs memorizer on training images (A solid, B dotted)",
+    )
     ax_kl.legend(fontsize=7)
     save_figure(path, fig)
 
@@ -757,16 +1097,22 @@ def run(args: argparse.Namespace, s: Setup) -> dict:
     store = RunStore(args.runs)
     test = s.family.images("test", s.n_test).to(s.device)
     generator = torch.Generator(device=s.device).manual_seed(_seed(args.seed, 1))
-    y0 = initial_noise(s.profile.n_samples, s.family.size, args.sigma0, mean=0.5,
-                       generator=generator)
+    y0 = initial_noise(
+        s.profile.n_samples, s.family.size, args.sigma0, mean=0.5, generator=generator
+    )
     reference = {"nearest_test_rms": nearest_rms(test, test, exclude_self=True)}
     reference["median_nearest_test_rms"] = float(np.median(reference["nearest_test_rms"]))
     if s.family.name == "disks":
         reference["disk_fit_rms"] = disk_fit_rms(test[:32], s.family)
         reference["median_disk_fit_rms"] = float(np.median(reference["disk_fit_rms"]))
     runs, images = [], {}
-    with tqdm(total=3 * len(s.sizes), desc="generalization", disable=not progress,
-              unit="stage", dynamic_ncols=True) as bar:
+    with tqdm(
+        total=3 * len(s.sizes),
+        desc="generalization",
+        disable=not progress,
+        unit="stage",
+        dynamic_ncols=True,
+    ) as bar:
         for n in s.sizes:
             record, images[n] = run_size(n, s, args, store, test, y0, bar)
             runs.append(record)
@@ -780,16 +1126,22 @@ def run(args: argparse.Namespace, s: Setup) -> dict:
         "capacity_per_part": s.capacity,
         "capped": s.capped,
         "equal_exposure": "every network sees the same number of training images "
-                          "(samples_per_epoch * epochs, capped by --steps), whatever n",
+        "(samples_per_epoch * epochs, capped by --steps), whatever n",
         "train": {part: c.to_dict() for part, c in s.configs.items()},
         "sampler": {
-            "name": args.sampler, "h0": args.h0, "beta": args.beta, "sigma0": args.sigma0,
-            "sigma_final": args.sigma_final, "max_steps": args.max_steps,
-            "flow_steps": args.flow_steps, "initial_mean": 0.5,
+            "name": args.sampler,
+            "h0": args.h0,
+            "beta": args.beta,
+            "sigma0": args.sigma0,
+            "sigma_final": args.sigma_final,
+            "max_steps": args.max_steps,
+            "flow_steps": args.flow_steps,
+            "initial_mean": 0.5,
             "n_samples": p.n_samples,
-            "initial_noise_seed": _seed(args.seed, 1), "injected_noise_seed": _seed(args.seed, 2),
+            "initial_noise_seed": _seed(args.seed, 1),
+            "injected_noise_seed": _seed(args.seed, 2),
             "shared": "A and B start from the same y0 and draw injected noise from generators "
-                      "seeded alike (the same noise at every step both take)",
+            "seeded alike (the same noise at every step both take)",
         },
         "sigma": s.sigmas,
         "n_test": s.n_test,
@@ -802,14 +1154,17 @@ def run(args: argparse.Namespace, s: Setup) -> dict:
     result.update(provenance(s.device), wall_s=time.perf_counter() - start)
     header, rows = summary_rows(runs, s.sigmas)
     if s.family.name in ("faces", "shuffled_faces"):
-        with atomic_path(out / "order.txt") as tmp:
-            tmp.write_text("\n".join(s.family.order) + "\n")
+        order = ("\n".join(s.family.order) + "\n").encode()
+        atomic_write(out / "order.txt", lambda f: f.write(order))
         result["order_file"] = "order.txt"
-        result["order_note"] = (f"faces in the fixed order: the first {s.family.holdout} are "
-                                "held out, A_n takes the next n, B_n the last n (last first)")
+        result["order_note"] = (
+            f"faces in the fixed order: the first {s.family.holdout} are "
+            "held out, A_n takes the next n, B_n the last n (last first)"
+        )
     arrays = {f"{key}_n{n}": v.numpy() for n, d in images.items() for key, v in d.items()}
-    with atomic_path(out / "samples.npz") as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, y0=y0.cpu().numpy(), **arrays)
+    atomic_write(
+        out / "samples.npz", lambda f: np.savez_compressed(f, y0=y0.cpu().numpy(), **arrays)
+    )
     write_csv(out / "summary.csv", header, rows)
     plot_grid(images, out / "grid.png")
     plot_histograms(runs, out / "histograms.png")
@@ -817,8 +1172,10 @@ def run(args: argparse.Namespace, s: Setup) -> dict:
     plot_psnr(result, out / "psnr.png")
     write_json(out / "results.json", result)
     print_table(result, header, rows)
-    print(f"\nwrote {out}/results.json, summary.csv, samples.npz, grid.png, histograms.png, "
-          "curves.png, psnr.png" + (", order.txt" if "order_file" in result else ""))
+    print(
+        f"\nwrote {out}/results.json, summary.csv, samples.npz, grid.png, histograms.png, "
+        "curves.png, psnr.png" + (", order.txt" if "order_file" in result else "")
+    )
     return result
 
 
@@ -826,10 +1183,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        s = setup(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        return run(args, setup(args))
+    except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    return run(args, s)
 
 
 if __name__ == "__main__":
