@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from synthetic.cartoons import _check_exponent, contour_functions, contour_mask
-from synthetic.family import GeneratedFamily, check_int
+from synthetic.cartoons import CartoonFamily, _check_exponent, contour_functions, contour_mask
+from synthetic.family import check_int
 from synthetic.fields import field_spectrum
 
 
@@ -98,7 +98,7 @@ def gaussian_cartoon_images(
     return mask * below + (1.0 - mask) * above, mask
 
 
-class GaussianCartoonFamily(GeneratedFamily):
+class GaussianCartoonFamily(CartoonFamily):
     """C^α cartoons with Gaussian regions (``gaussian_cartoon_images``), not clipped.
 
     Parameters
@@ -132,11 +132,7 @@ class GaussianCartoonFamily(GeneratedFamily):
         mean_below: float = 0.3,
         mean_above: float = 0.7,
     ) -> None:
-        super().__init__(size, seed)
-        if self.size % 2:
-            raise ValueError(f"cartoon size must be even (got {self.size}); pass e.g. {size + 1}")
-        self.alpha = _check_exponent("alpha", alpha)
-        self.beta = self.alpha if beta is None else _check_exponent("beta", beta)
+        super().__init__(size, seed, alpha, beta)
         self.spectrum = region_spectrum(self.size, self.beta, std, tau)
         self.std, self.tau = float(std), float(tau)
         self.mean_below, self.mean_above = float(mean_below), float(mean_above)
