@@ -17,16 +17,19 @@ if [[ -n "${TINY:-}" ]]; then
            --sigmas 0.01:1:5)
 else
     device=cuda; speed=(--train-size 80 --train-channels 64 --train-batch 512 --train-steps 20)
-    paper=(--steps 600 --n-train 10000 --n-test 64)
+    paper=(--steps 500 --n-train 10000 --n-test 64)
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-python -m benchmarks.speed --device "$device" "${speed[@]}" --out "$work/speed" 2>&1 \
+archive() {  # after every step, so a run cut short still brings back what it finished
+    tar -czf "$OUT/gpu_check.tar.gz" --exclude=runs -C "$work" .
+}
+python3 -m benchmarks.speed --device "$device" "${speed[@]}" --out "$work/speed" 2>&1 \
     | tee "$work/speed.log"
+archive
 for alpha in 1 2 4; do
-    python -m benchmarks.optimality --profile paper --device "$device" --alpha "$alpha" \
+    python3 -m benchmarks.optimality --profile paper --device "$device" --alpha "$alpha" \
         "${paper[@]}" --runs "$work/runs" --out "$work/paper_alpha$alpha" --no-progress 2>&1 \
         | tee "$work/paper_alpha$alpha.log" | grep -v Warning
+    archive
 done
-rm -rf "$work/runs"
-tar -czf "$OUT/gpu_check.tar.gz" -C "$work" .
 echo "archived $(tar -tzf "$OUT/gpu_check.tar.gz" | wc -l) entries into $OUT/gpu_check.tar.gz"

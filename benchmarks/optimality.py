@@ -79,11 +79,9 @@ PROFILES = {
 
 def objective_params(objective: str, sigma_max: float) -> dict:
     """Training σ range: down to the evaluation grid's 1e-3, up to ``sigma_max``."""
-    return (
-        {"sigma_max": sigma_max}
-        if objective == "paper"
-        else {"sigma_min": 1e-3, "sigma_max": sigma_max}
-    )
+    if objective == "paper":
+        return {"sigma_max": sigma_max}
+    return {"sigma_min": 1e-3, "sigma_max": sigma_max}
 
 
 # The wrong model for the Gaussian KL check: same pixel variance, spectrum steeper by this.

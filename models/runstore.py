@@ -58,8 +58,9 @@ class RunStore:
             return None
         net = training.build_network(config)
         try:
-            net.load_state_dict(torch.load(run / "model.pt", map_location=config.device,
-                                           weights_only=True))
+            net.load_state_dict(
+                torch.load(run / "model.pt", map_location=config.device, weights_only=True)
+            )
         except Exception as err:
             raise ValueError(
                 f"stored run {run} is corrupt ({type(err).__name__}): delete the folder to retrain"
@@ -84,8 +85,9 @@ class RunStore:
             return net
         run = self.run_dir(config, data, shape)
         run.mkdir(parents=True, exist_ok=True)
-        atomic_write(run / "config.json", lambda f: f.write(_json_bytes(self.record(
-            config, data, shape))))
+        atomic_write(
+            run / "config.json", lambda f: f.write(_json_bytes(self.record(config, data, shape)))
+        )
         net = training.build_network(config)
         history = training.train(net, images, config, run, progress=progress)
         atomic_save(net.state_dict(), run / "model.pt")

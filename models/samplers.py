@@ -279,8 +279,15 @@ def stochastic_ascent(
         steps[idx] += 1
         if callback is not None:
             callback(
-                {"step": t, "y": y, "denoised": x, "sigma": sigma, "h": h, "noise": z,
-                 "active": active.clone()}
+                {
+                    "step": t,
+                    "y": y,
+                    "denoised": x,
+                    "sigma": sigma,
+                    "h": h,
+                    "noise": z,
+                    "active": active.clone(),
+                }
             )
         active[idx] = sa > sigma_final
         bar.set_postfix(active=int(active.sum()), sigma=f"{float(sa.max()):.3g}")

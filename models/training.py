@@ -196,8 +196,13 @@ def train(
     n, per_epoch, batch = images.shape[0], config.samples_per_epoch, config.batch_size
     steps_per_epoch = math.ceil(per_epoch / batch)
     max_steps = config.max_steps or config.epochs * steps_per_epoch
-    bar = tqdm(total=min(max_steps, config.epochs * steps_per_epoch), initial=state["step"],
-               disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=min(max_steps, config.epochs * steps_per_epoch),
+        initial=state["step"],
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+    )
     while state["epoch"] < config.epochs and state["step"] < max_steps:
         start = time.perf_counter()
         order = epoch_order(n, per_epoch, generators["data"]).to(device)
@@ -207,7 +212,7 @@ def train(
         for k in range(steps_per_epoch):
             if state["step"] == max_steps:
                 break
-            x = images[order[k * batch:(k + 1) * batch]].contiguous(memory_format=memory_format)
+            x = images[order[k * batch : (k + 1) * batch]].contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
                 sigma, mse = objective.terms(net, x, generators["noise"])
             loss = (objective.weight(sigma) * mse).mean()
@@ -221,8 +226,9 @@ def train(
             bar.update()
             if progress and (k % 20 == 0 or k == steps_per_epoch - 1):
                 mean_loss, mean_psnr = (sums / taken).tolist()
-                bar.set_postfix(epoch=state["epoch"] + 1, loss=f"{mean_loss:.3g}",
-                                psnr=f"{mean_psnr:.2f}")
+                bar.set_postfix(
+                    epoch=state["epoch"] + 1, loss=f"{mean_loss:.3g}", psnr=f"{mean_psnr:.2f}"
+                )
         mean_loss, mean_psnr = (sums / taken).tolist()
         if not math.isfinite(mean_loss):
             bar.close()
@@ -235,11 +241,17 @@ def train(
             scheduler.step()
         state["epoch"] += 1
         wall = time.perf_counter() - start
-        state["history"].append({
-            "epoch": state["epoch"], "step": state["step"], "loss": mean_loss,
-            "psnr": mean_psnr, "lr": lr, "wall_s": wall,
-            "img_per_s": min(taken * batch, per_epoch) / wall,
-        })
+        state["history"].append(
+            {
+                "epoch": state["epoch"],
+                "step": state["step"],
+                "loss": mean_loss,
+                "psnr": mean_psnr,
+                "lr": lr,
+                "wall_s": wall,
+                "img_per_s": min(taken * batch, per_epoch) / wall,
+            }
+        )
         save_checkpoint(path, meta, net, optimizer, scheduler, generators, state)
     bar.close()
     net.eval()

@@ -123,8 +123,14 @@ class BiasFreeUNet(nn.Module):
         self.in_channels = in_channels
         width = [channels * 2**level for level in range(blocks + 1)]
         self.encoder = nn.ModuleList(
-            nn.Sequential(*conv_stack(in_channels if b == 0 else width[b - 1], width[b],
-                                      convs_per_block, norm_first=b > 0))
+            nn.Sequential(
+                *conv_stack(
+                    in_channels if b == 0 else width[b - 1],
+                    width[b],
+                    convs_per_block,
+                    norm_first=b > 0,
+                )
+            )
             for b in range(blocks)
         )
         self.middle = nn.Sequential(*conv_stack(width[-2], width[-1], convs_per_block))

@@ -30,9 +30,7 @@ def _tweedie_autograd(y: torch.Tensor, train: torch.Tensor, sigma: torch.Tensor)
     return (y + sigma[:, None, None, None] ** 2 * grad).detach()
 
 
-@pytest.mark.parametrize(
-    "sigma", [0.05, 0.2, 1.0, torch.tensor([0.03, 0.1, 0.3, 1.0, 3.0, 0.07])]
-)
+@pytest.mark.parametrize("sigma", [0.05, 0.2, 1.0, torch.tensor([0.03, 0.1, 0.3, 1.0, 3.0, 0.07])])
 def test_memorizer_is_tweedie_of_smoothed_empirical_law(sigma):
     train = _train(40, 6, 0.1, seed=0)
     g = torch.Generator().manual_seed(1)

@@ -90,7 +90,7 @@ def gradient_boxes(net: torch.nn.Module, size: int, positions: range) -> list[tu
         rows = torch.nonzero(support.any(1)).ravel()
         cols = torch.nonzero(support.any(0)).ravel()
         assert rows[0] > 0 and cols[0] > 0 and rows[-1] < size - 1 and cols[-1] < size - 1
-        assert support[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()
+        assert support[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].all()
         assert rows[0] <= i <= rows[-1]
         boxes.append((int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)))
     return boxes

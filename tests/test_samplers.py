@@ -86,8 +86,9 @@ def test_one_ascent_step_shrinks_the_noise_as_designed():
     x = torch.rand(1, 1, 64, 64, generator=_gen(0), dtype=torch.float64)
     y0 = x + 0.5 * torch.randn(16, 1, 64, 64, generator=_gen(1), dtype=torch.float64)
     h0, beta = 0.3, 0.4
-    out = stochastic_ascent(Memorizer(x), y0, h0=h0, beta=beta, generator=_gen(2), max_steps=1,
-                            sigma_final=0.6)
+    out = stochastic_ascent(
+        Memorizer(x), y0, h0=h0, beta=beta, generator=_gen(2), max_steps=1, sigma_final=0.6
+    )
     sigma1 = _rms(y0 - x)
     torch.testing.assert_close(out.sigma, sigma1)
     ratio = (out.y - x).square().sum() / ((1 - beta * h0) ** 2 * sigma1.square().sum() * 64 * 64)
@@ -99,15 +100,18 @@ def test_one_ascent_step_shrinks_the_noise_as_designed():
 
 def test_schedules():
     s = log_sigmas_schedule(5, sigma_max=1.0, sigma_min=0.01)
-    torch.testing.assert_close(s, torch.tensor([1.0, 10**-0.5, 0.1, 10**-1.5, 0.01],
-                                               dtype=torch.float64))
+    torch.testing.assert_close(
+        s, torch.tensor([1.0, 10**-0.5, 0.1, 10**-1.5, 0.01], dtype=torch.float64)
+    )
     k = karras_sigmas(6, 0.002, 80.0, rho=7.0)
     assert k[0].item() == pytest.approx(80.0) and k[-1].item() == pytest.approx(0.002)
     assert bool(torch.all(k[1:] < k[:-1]))
     steps = k ** (1 / 7)
     torch.testing.assert_close(steps.diff(), steps.diff()[:1].expand(5))
-    torch.testing.assert_close(karras_sigmas(5, 0.2, 1.0, rho=1.0),
-                               torch.tensor([1.0, 0.8, 0.6, 0.4, 0.2], dtype=torch.float64))
+    torch.testing.assert_close(
+        karras_sigmas(5, 0.2, 1.0, rho=1.0),
+        torch.tensor([1.0, 0.8, 0.6, 0.4, 0.2], dtype=torch.float64),
+    )
 
 
 def test_initial_noise_moments_and_seed():
@@ -148,8 +152,12 @@ def test_a_and_b_receive_identical_noise():
     recorded = {}
     for key, seed in (("A", 20), ("B", 21)):
         zs = []
-        stochastic_ascent(Memorizer(_train(1, seed)), _noise(3, 5), generator=_gen(7),
-                          callback=lambda info, zs=zs: zs.append(info["noise"].clone()))
+        stochastic_ascent(
+            Memorizer(_train(1, seed)),
+            _noise(3, 5),
+            generator=_gen(7),
+            callback=lambda info, zs=zs: zs.append(info["noise"].clone()),
+        )
         recorded[key] = zs
     a, b = recorded["A"], recorded["B"]
     assert len(a) > 10 and len(b) > 10
@@ -172,9 +180,17 @@ def test_denoiser_gets_the_predicted_level_of_active_images():
         return mem(y, sigma)
 
     states = []
-    out = stochastic_ascent(recording, _noise(6, 31), h0=0.05, beta=0.5, sigma0=1.0,
-                            generator=_gen(32), callback=lambda info: states.append(
-                                (info["sigma"].clone(), info["h"], info["active"].clone())))
+    out = stochastic_ascent(
+        recording,
+        _noise(6, 31),
+        h0=0.05,
+        beta=0.5,
+        sigma0=1.0,
+        generator=_gen(32),
+        callback=lambda info: states.append(
+            (info["sigma"].clone(), info["h"], info["active"].clone())
+        ),
+    )
     assert torch.equal(calls[0], torch.ones(6))
     for t in range(1, len(calls)):
         sigma, h, active = states[t - 1]
@@ -205,8 +221,13 @@ def test_probability_flow_with_memorizer_of_one_image_returns_it():
     sigmas = log_sigmas_schedule(12, 1.0, 0.01)
     for method in ("euler", "heun"):
         states = []
-        out = probability_flow(Memorizer(x), y0, sigmas, method=method,
-                               callback=lambda info, s=states: s.append(info["y"].clone()))
+        out = probability_flow(
+            Memorizer(x),
+            y0,
+            sigmas,
+            method=method,
+            callback=lambda info, s=states: s.append(info["y"].clone()),
+        )
         assert cosine_similarity_matrix(out, x)[:, 0].min() > 0.999
         # f = x at every level: the flow is x + (y0 - x) sigma / sigma_0, which both rules
         # integrate exactly.
@@ -228,8 +249,7 @@ def test_samples_from_memorizer_of_a_few_images_are_training_images():
 def test_progress_bar_and_step_cap_warning():
     mem = Memorizer(_train(2, 60))
     with pytest.warns(RuntimeWarning, match="did not reach sigma_final"):
-        out = stochastic_ascent(mem, _noise(2, 61), generator=_gen(62), max_steps=3,
-                                progress=True)
+        out = stochastic_ascent(mem, _noise(2, 61), generator=_gen(62), max_steps=3, progress=True)
     assert out.steps.tolist() == [3, 3]
     probability_flow(mem, _noise(2, 61), log_sigmas_schedule(3), progress=True)
 
@@ -249,9 +269,9 @@ def _gaussian_start(n: int, seed: int) -> torch.Tensor:
 
 def test_probability_flow_samples_the_gaussian():
     y0 = _gaussian_start(100_000, 70)
-    out = probability_flow(DiagonalWiener(MU, STD), y0, log_sigmas_schedule(100, SIGMA_MAX,
-                                                                             SIGMA_MIN),
-                           method="heun")
+    out = probability_flow(
+        DiagonalWiener(MU, STD), y0, log_sigmas_schedule(100, SIGMA_MAX, SIGMA_MIN), method="heun"
+    )
     var = out.reshape(-1, 4).var(0)
     # Returned: f(x, sigma_min) of x ~ N(mu, s^2 + sigma_min^2): variance s^4/(s^2 + sigma_min^2).
     expected = STD**4 / (STD**2 + SIGMA_MIN**2)
@@ -269,8 +289,9 @@ def test_probability_flow_converges_at_first_and_second_order():
     for method, order in (("euler", 1), ("heun", 2)):
         errors = []
         for n in (20, 40, 80):
-            out = probability_flow(wiener, y0, log_sigmas_schedule(n + 1, SIGMA_MAX, SIGMA_MIN),
-                                   method=method)
+            out = probability_flow(
+                wiener, y0, log_sigmas_schedule(n + 1, SIGMA_MAX, SIGMA_MIN), method=method
+            )
             errors.append(((out - exact) / (exact - MU)).abs().max().item())
         for coarse, fine in zip(errors, errors[1:], strict=False):
             assert 2**order * 0.85 < coarse / fine < 2**order * 1.15, (method, errors)

@@ -60,8 +60,11 @@ def test_prior_bounds_and_frozen_defaults():
     assert np.all(full >= prior.low) and np.all(full <= prior.high)
     # the disk stays inside the image
     assert np.all(full[:, :2] - full[:, 2:3] >= 0) and np.all(full[:, :2] + full[:, 2:3] <= size)
-    np.testing.assert_allclose(full.mean(axis=0), (prior.low + prior.high) / 2,
-                               atol=4 * ((prior.high - prior.low) / np.sqrt(12 * 2000)).max())
+    np.testing.assert_allclose(
+        full.mean(axis=0),
+        (prior.low + prior.high) / 2,
+        atol=4 * ((prior.high - prior.low) / np.sqrt(12 * 2000)).max(),
+    )
 
 
 def test_free_coordinates_do_not_depend_on_the_frozen_ones():

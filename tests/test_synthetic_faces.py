@@ -29,9 +29,9 @@ def smooth_images(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 def brute_force_keep(images: np.ndarray, threshold: float) -> np.ndarray:
     """Reference: full correlation matrix on per-image 20 × 20 copies, greedy over kept ones."""
-    small = np.stack([
-        transform.resize(im, (20, 20), order=1, anti_aliasing=True) for im in images
-    ]).reshape(len(images), -1)
+    small = np.stack(
+        [transform.resize(im, (20, 20), order=1, anti_aliasing=True) for im in images]
+    ).reshape(len(images), -1)
     corr = np.corrcoef(small)
     keep = np.zeros(len(images), dtype=bool)
     for i in range(len(images)):
@@ -148,8 +148,9 @@ def test_lfw_family_split():
     assert f.sources("B", n) == f.order[::-1][:n]
     # the image content follows the recorded order
     index = int(f.sources("B", 1)[0].split("[")[1].rstrip("]"))
-    np.testing.assert_allclose(f.images("B", 1)[0, 0].numpy(), lfw_faces()[index, :24, :24],
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        f.images("B", 1)[0, 0].numpy(), lfw_faces()[index, :24, :24], atol=1e-7
+    )
     assert FaceFamily(seed=1).order != f.order
     assert FaceFamily(size=32).images("test", 2).shape == (2, 1, 32, 32)
 

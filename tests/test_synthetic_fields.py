@@ -61,8 +61,14 @@ def test_family_exposes_spectrum_and_mean():
     f = GaussianFieldFamily(size=8, gamma=1.0, std=0.2, mean=0.3)
     np.testing.assert_array_equal(f.spectrum(), field_spectrum(8, 1.0, 0.2))
     assert f.mean == 0.3
-    assert f.params == {"name": "gaussian", "size": 8, "seed": 0, "gamma": 1.0, "std": 0.2,
-                        "mean": 0.3}
+    assert f.params == {
+        "name": "gaussian",
+        "size": 8,
+        "seed": 0,
+        "gamma": 1.0,
+        "std": 0.2,
+        "mean": 0.3,
+    }
 
 
 def test_bad_field_input():

@@ -68,13 +68,24 @@ def interrupt_after_first_checkpoint(monkeypatch):
     ("name", "params", "law", "wrong"),
     [
         ("paper", {"sigma_max": 0.8}, lambda s: np.sqrt(s / 0.8), stats.uniform(0, 0.8).cdf),
-        ("kl", {"sigma_min": 1e-3, "sigma_max": 2.0}, stats.loguniform(1e-3, 2.0).cdf,
-         stats.loguniform(1e-3, 1.0).cdf),
-        ("edm", {"sigma_min": 2e-3, "sigma_max": 1.5}, stats.loguniform(2e-3, 1.5).cdf,
-         stats.loguniform(1e-3, 1.5).cdf),
-        ("edm", {"law": "log_normal", "p_mean": -1.5, "p_std": 0.9},
-         stats.lognorm(s=0.9, scale=math.exp(-1.5)).cdf,
-         stats.lognorm(s=1.0, scale=math.exp(-1.5)).cdf),
+        (
+            "kl",
+            {"sigma_min": 1e-3, "sigma_max": 2.0},
+            stats.loguniform(1e-3, 2.0).cdf,
+            stats.loguniform(1e-3, 1.0).cdf,
+        ),
+        (
+            "edm",
+            {"sigma_min": 2e-3, "sigma_max": 1.5},
+            stats.loguniform(2e-3, 1.5).cdf,
+            stats.loguniform(1e-3, 1.5).cdf,
+        ),
+        (
+            "edm",
+            {"law": "log_normal", "p_mean": -1.5, "p_std": 0.9},
+            stats.lognorm(s=0.9, scale=math.exp(-1.5)).cdf,
+            stats.lognorm(s=1.0, scale=math.exp(-1.5)).cdf,
+        ),
     ],
     ids=["paper", "kl", "edm-log-uniform", "edm-log-normal"],
 )
@@ -90,11 +101,15 @@ def test_sigma_law(name, params, law, wrong):
 def test_objective_weights():
     sigma = torch.tensor([1e-3, 0.1, 0.25, 1.0], dtype=torch.float64)
     assert torch.equal(get_objective("paper").weight(sigma), torch.ones(4, dtype=torch.float64))
-    assert torch.allclose(get_objective("kl").weight(sigma),
-                          torch.tensor([1e6, 100.0, 16.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(
+        get_objective("kl").weight(sigma),
+        torch.tensor([1e6, 100.0, 16.0, 1.0], dtype=torch.float64),
+    )
     # EDM, sigma_d = 0.25: 1/sigma^2 + 16; at sigma = sigma_d it is 2/sigma_d^2 = 32
-    assert torch.allclose(get_objective("edm").weight(sigma),
-                          torch.tensor([1e6 + 16, 116.0, 32.0, 17.0], dtype=torch.float64))
+    assert torch.allclose(
+        get_objective("edm").weight(sigma),
+        torch.tensor([1e6 + 16, 116.0, 32.0, 17.0], dtype=torch.float64),
+    )
     assert torch.allclose(get_objective("edm", sigma_d=0.5).weight(sigma), 1 / sigma**2 + 4)
 
 
@@ -119,8 +134,11 @@ def test_loss_is_the_weighted_mse_of_the_drawn_noise():
         # identity denoiser: mse = sigma^2 * mean(z^2), so loss -> E[w(sigma) sigma^2]
         ("paper", {"sigma_max": 0.5}, 0.25 / 5),  # E[u^4] = 1/5
         ("kl", {}, 1.0),
-        ("edm", {"sigma_min": 0.01, "sigma_max": 1.0},
-         1 + (1.0 - 1e-4) / (2 * math.log(100.0)) / 0.0625),  # 1 + E[sigma^2] / sigma_d^2
+        (
+            "edm",
+            {"sigma_min": 0.01, "sigma_max": 1.0},
+            1 + (1.0 - 1e-4) / (2 * math.log(100.0)) / 0.0625,
+        ),  # 1 + E[sigma^2] / sigma_d^2
     ],
 )
 def test_loss_of_identity_matches_closed_form(name, params, expected):
@@ -144,7 +162,10 @@ def test_objective_registry_and_keys():
     with pytest.raises(ValueError, match="unknown sigma law"):
         get_objective("edm", law="uniform")
     assert get_objective("kl", sigma_max=1).to_dict() == {
-        "name": "kl", "sigma_min": 1e-3, "sigma_max": 1.0}
+        "name": "kl",
+        "sigma_min": 1e-3,
+        "sigma_max": 1.0,
+    }
     json.dumps(get_objective("edm").to_dict())
 
 
@@ -160,8 +181,14 @@ def test_epoch_order_gives_every_image_equal_exposure():
 
 
 def test_training_reduces_denoising_error(tmp_path):
-    config = tiny_config(network_params={"channels": 8, "blocks": 2}, objective="paper",
-                         lr=5e-3, batch_size=16, samples_per_epoch=16 * 20, epochs=2)
+    config = tiny_config(
+        network_params={"channels": 8, "blocks": 2},
+        objective="paper",
+        lr=5e-3,
+        batch_size=16,
+        samples_per_epoch=16 * 20,
+        epochs=2,
+    )
     net = build_network(config)
     test = half_planes(64, seed=1)
     noisy = test + 0.2 * torch.randn(test.shape, generator=torch.Generator().manual_seed(2))
@@ -226,8 +253,11 @@ def test_config_validation_and_canonical_form():
     with pytest.raises(ValueError, match="lr > 0"):
         TrainConfig(lr=-1.0)
     implicit = TrainConfig(objective="kl", objective_params={"sigma_max": 1})
-    explicit = TrainConfig(network_params={"channels": 64, "blocks": 3},
-                           objective="kl", objective_params={"sigma_min": 0.001})
+    explicit = TrainConfig(
+        network_params={"channels": 64, "blocks": 3},
+        objective="kl",
+        objective_params={"sigma_min": 0.001},
+    )
     assert implicit.to_dict() == explicit.to_dict()
     assert json.loads(json.dumps(implicit.to_dict())) == implicit.to_dict()
 
@@ -252,7 +282,11 @@ def test_run_store_reuses_finished_runs(tmp_path, monkeypatch):
     first = store.get_or_train(config, data, images, progress=False)
     run = store.run_dir(config, data, images.shape)
     assert {p.name for p in run.iterdir()} == {
-        "config.json", "checkpoint.pt", "model.pt", "metrics.json"}
+        "config.json",
+        "checkpoint.pt",
+        "model.pt",
+        "metrics.json",
+    }
     assert json.loads((run / "config.json").read_text())["data"] == data
     assert len(json.loads((run / "metrics.json").read_text())["history"]) == 2
 
@@ -279,8 +313,10 @@ def test_run_store_resumes_partial_runs(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert store.load(config, data, images.shape) is None  # not finished
     assert same_weights(store.get_or_train(config, data, images, progress=False), reference)
-    assert store.run_dir(config, data, images.shape).name == RunStore(tmp_path / "a").run_dir(
-        config, data, images.shape).name
+    assert (
+        store.run_dir(config, data, images.shape).name
+        == RunStore(tmp_path / "a").run_dir(config, data, images.shape).name
+    )
     with pytest.raises(ValueError, match="plain JSON"):
         store.run_dir(config, {"n": np.int64(5)}, images.shape)
 

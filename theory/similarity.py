@@ -39,9 +39,7 @@ def _unit_rows(x: torch.Tensor, measure: str) -> torch.Tensor:
     return rows / torch.where(norms > 0, norms, torch.ones_like(norms))
 
 
-def _unit_pair(
-    a: torch.Tensor, b: torch.Tensor, measure: str
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _unit_pair(a: torch.Tensor, b: torch.Tensor, measure: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit rows of a and b in their common dtype, on a's device."""
     _check(a, b, measure)
     ua, ub = _unit_rows(a, measure), _unit_rows(b, measure)
