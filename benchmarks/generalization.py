@@ -29,7 +29,16 @@ from tqdm.auto import tqdm
 
 from benchmarks.cli import Parser, parse_sigmas
 from benchmarks.evaluation import psnr, risk_curves
-from benchmarks.output import provenance, save_figure, write_csv, write_json
+from benchmarks.generalization_plots import (
+    PARTS,
+    median,
+    mid_index,
+    plot_curves,
+    plot_grid,
+    plot_histograms,
+    plot_psnr,
+)
+from benchmarks.output import provenance, write_csv, write_json
 from models.checkpoint import atomic_write
 from models.memorizer import Memorizer
 from models.protocol import Denoiser
@@ -47,7 +56,6 @@ from synthetic.family import Family
 from theory.kl import kl_curve
 from theory.similarity import MEASURES, nearest_neighbours, paired_similarity
 
-PARTS = ("A", "B")
 DEFAULT_SIZES = (1, 10, 100, 1000, 10_000)
 
 
@@ -538,13 +546,6 @@ def finite_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(x.flatten(1)).all(1)
 
 
-def median(values) -> float:
-    """Median of the finite values (a diverged sample has no similarity); NaN if none."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    return float(np.median(v)) if v.size else float("nan")
-
-
 def nearest_training(samples: torch.Tensor, train: torch.Tensor, measure: str) -> dict:
     """Each sample's nearest training image (by ``measure``) and both similarities to it.
 
@@ -789,11 +790,6 @@ def expectations(runs: list[dict], reference: dict) -> dict:
     return out
 
 
-def mid_index(sigma: np.ndarray) -> int:
-    """Grid index nearest the geometric middle of the sigma range (the table's sigma)."""
-    return int(np.argmin(np.abs(np.log(sigma) - np.log(sigma).mean())))
-
-
 def summary_rows(runs: list[dict], sigma: np.ndarray) -> tuple[list[str], list[list]]:
     """One row per n: PSNR at the middle sigma, KL, median similarities, sample quality."""
     j = mid_index(sigma)
@@ -910,183 +906,6 @@ def print_table(result: dict, header: list[str], rows: list[list]) -> None:
     print(quality + " (agreement of poor samples is not generalization)")
     if result["capped"]:
         print(f"note: {result['capped']}")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_grid(images: dict[int, dict[str, torch.Tensor]], path: Path, columns: int = 3) -> None:
-    """The seed figure: rows n; per sample: sample A, nearest in A, sample B, nearest in B."""
-    plt = _pyplot()
-    sizes = sorted(images)
-    k = min(columns, images[sizes[0]]["A"].shape[0])
-    titles = ("sample A", "nearest in A", "sample B", "nearest in B")
-    fig, axes = plt.subplots(
-        len(sizes), 4 * k, figsize=(1.3 * 4 * k, 1.4 * len(sizes)), squeeze=False
-    )
-    for row, n in enumerate(sizes):
-        for i in range(k):
-            for c, key in enumerate(("A", "nearest_A", "B", "nearest_B")):
-                ax = axes[row, 4 * i + c]
-                ax.imshow(images[n][key][i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if row == 0:
-                    ax.set_title(titles[c], fontsize=7)
-            axes[row, 0].set_ylabel(f"n = {n}", fontsize=8)
-    save_figure(path, fig)
-
-
-def plot_histograms(runs: list[dict], path: Path) -> None:
-    """Histograms per n of nearest-training (own, other) and A/B similarities, both measures."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(
-        len(MEASURES),
-        len(runs),
-        figsize=(3 * len(runs), 5.5),
-        squeeze=False,
-        constrained_layout=True,
-    )
-    for col, r in enumerate(runs):
-        sim = r["similarity"]
-        for row, m in enumerate(MEASURES):
-            ax = axes[row, col]
-            values = {
-                "nearest in own set": sim["A"]["own"][m] + sim["B"]["own"][m],
-                "nearest in other set": sim["A"]["other"][m] + sim["B"]["other"][m],
-                "A vs B": sim["AB"][m],
-            }
-            values = {k: np.asarray(v, dtype=float) for k, v in values.items()}
-            values = {k: v[np.isfinite(v)] for k, v in values.items()}
-            lo = min((v.min() for v in values.values() if v.size), default=0.9)
-            bins = np.linspace(min(lo, 0.9), 1.0, 25)
-            for label, v in values.items():
-                ax.hist(np.clip(v, bins[0], 1.0), bins=bins, alpha=0.5, label=label)
-            ax.set_xlabel(m, fontsize=8)
-        axes[0, col].set_title(f"n = {r['n']}", fontsize=9)
-    for row, m in enumerate(MEASURES):
-        axes[row, 0].set_ylabel(f"samples ({m})", fontsize=8)
-    axes[0, 0].legend(fontsize=7)
-    save_figure(path, fig)
-
-
-def plot_curves(result: dict, path: Path) -> None:
-    """Median similarity vs n (both measures), PSNR vs n at the middle σ, and quality."""
-    plt = _pyplot()
-    runs = result["runs"]
-    n = np.array([r["n"] for r in runs])
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
-    for ax, m in zip(axes[:2], MEASURES, strict=True):
-        med = [r["similarity"]["medians"] for r in runs]
-        ax.plot(n, [x[f"own_A_{m}"] for x in med], "o-", label="sample A vs nearest in A")
-        ax.plot(n, [x[f"own_B_{m}"] for x in med], "s-", label="sample B vs nearest in B")
-        ax.plot(n, [x[f"AB_{m}"] for x in med], "k^-", label="sample A vs sample B")
-        ax.plot(
-            n, [x[f"other_A_{m}"] for x in med], ":", color="gray", label="sample A vs nearest in B"
-        )
-        ax.set(
-            xscale="log",
-            xlabel="training set size n",
-            ylabel=f"median {m}",
-            title=f"{m} similarity",
-        )
-        ax.legend(fontsize=7)
-    j = mid_index(np.asarray(result["sigma"]))
-    ax = axes[2]
-    for part, marker in (("A", "o"), ("B", "s")):
-        ax.plot(
-            n,
-            [r["denoising"][part]["train_psnr"][j] for r in runs],
-            marker + "-",
-            label=f"train {part}",
-        )
-        ax.plot(
-            n,
-            [r["denoising"][part]["test_psnr"][j] for r in runs],
-            marker + "--",
-            label=f"test {part}",
-        )
-    ax.axhline(psnr(result["sigma"][j] ** 2), color="gray", ls=":", label="input")
-    ax.set(
-        xscale="log",
-        xlabel="training set size n",
-        ylabel="output PSNR (dB)",
-        title=f"denoising at σ = {result['sigma'][j]:.3g}",
-    )
-    ax.legend(fontsize=7)
-    ax = axes[3]
-    rms = [
-        median(np.concatenate([r["quality"][p]["nearest_test_rms"] for p in PARTS])) for r in runs
-    ]
-    ax.plot(n, rms, "o-", label="sample → nearest held-out")
-    ax.axhline(
-        result["test_reference"]["median_nearest_test_rms"],
-        color="k",
-        ls="--",
-        label="held-out → nearest other held-out",
-    )
-    if "disk_fit_rms" in runs[0]["quality"]["A"]:
-        fit = [
-            median(np.concatenate([r["quality"][p]["disk_fit_rms"] for p in PARTS])) for r in runs
-        ]
-        ax.plot(n, fit, "s-", label="sample disk-fit residual")
-        ax.axhline(
-            result["test_reference"]["median_disk_fit_rms"],
-            color="gray",
-            ls=":",
-            label="clean disk-fit residual",
-        )
-    ax.set(
-        xscale="log",
-        xlabel="training set size n",
-        ylabel="median rms per pixel",
-        title="sample quality",
-    )
-    ax.legend(fontsize=7)
-    save_figure(path, fig)
-
-
-def plot_psnr(result: dict, path: Path) -> None:
-    """Output vs input PSNR per n (train dashed, test solid) and the KL curves vs σ0."""
-    plt = _pyplot()
-    sigma = np.asarray(result["sigma"])
-    fig, (ax, ax_kl) = plt.subplots(1, 2, figsize=(11, 4))
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(result["runs"])))
-    for r, color in zip(result["runs"], colors, strict=True):
-        c = r["denoising"]["A"]
-        ax.plot(r["input_psnr"], c["test_psnr"], "-", color=color, label=f"n = {r['n']} test")
-        ax.plot(r["input_psnr"], c["train_psnr"], "--", color=color)
-        for part, ls in (("A", "-"), ("B", ":")):
-            kl = np.asarray(r["denoising"][part]["kl"]["value"], dtype=float)
-            ax_kl.plot(
-                sigma,
-                np.maximum(kl, 1e-6),
-                ls,
-                color=color,
-                label=f"n = {r['n']}" if part == "A" else None,
-            )
-    ax.plot(psnr(sigma**2), psnr(sigma**2), ":", color="gray")
-    ax.set(
-        xlabel="input PSNR (dB)",
-        ylabel="output PSNR (dB)",
-        title="network A: train (dashed) and test (solid)",
-    )
-    ax.legend(fontsize=7)
-    ax_kl.set(
-        xscale="log",
-        yscale="log",
-        xlabel="lower cut σ0",
-        ylabel="KL vs memorizer (nats per image)",
-        title="network vs memorizer on training images (A solid, B dotted)",
-    )
-    ax_kl.legend(fontsize=7)
-    save_figure(path, fig)
 
 
 def run(args: argparse.Namespace, s: Setup) -> dict:
