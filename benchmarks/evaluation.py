@@ -36,8 +36,13 @@ class RiskCurves:
 
 
 def psnr(mse: np.ndarray | float) -> np.ndarray:
-    """Peak signal-to-noise ratio ``10 log10(1 / mse)`` in dB for pixels in [0, 1]."""
-    return 10 * np.log10(1.0 / np.asarray(mse, dtype=float))
+    """Peak signal-to-noise ratio ``10 log10(1 / mse)`` in dB for pixels in [0, 1].
+
+    An exact reconstruction (the memorizer on its own training images) has mse 0 and PSNR
+    inf, without a warning.
+    """
+    with np.errstate(divide="ignore"):
+        return 10 * np.log10(1.0 / np.asarray(mse, dtype=float))
 
 
 @torch.no_grad()

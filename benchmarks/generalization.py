@@ -41,6 +41,7 @@ from benchmarks.generalization_plots import (
 from benchmarks.output import provenance, write_csv, write_json
 from models.checkpoint import atomic_write
 from models.memorizer import Memorizer
+from models.objectives import sigma_range
 from models.protocol import Denoiser
 from models.runstore import RunStore
 from models.samplers import (
@@ -351,12 +352,6 @@ def choose_sizes(
     return sizes, note
 
 
-def objective_params(objective: str, train_sigma: tuple[float, float]) -> dict:
-    """Parameters of the objective's noise law (the paper's law has no sigma_min)."""
-    lo, hi = train_sigma
-    return {"sigma_max": hi} if objective == "paper" else {"sigma_min": lo, "sigma_max": hi}
-
-
 def setup(args: argparse.Namespace) -> Setup:
     """Validate every option and build the family and training configurations (no work)."""
     profile = resolve_profile(args)
@@ -406,7 +401,7 @@ def setup(args: argparse.Namespace) -> Setup:
             network="unet",
             network_params={"channels": profile.channels, "blocks": profile.blocks},
             objective=profile.objective,
-            objective_params=objective_params(profile.objective, profile.train_sigma),
+            objective_params=sigma_range(profile.objective, *profile.train_sigma),
             lr=args.lr,
             lr_step_epochs=profile.lr_step_epochs,
             batch_size=profile.batch_size,
@@ -438,11 +433,6 @@ def setup(args: argparse.Namespace) -> Setup:
 
 def _seed(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
-
-
-def _psnr(mse: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return psnr(mse)
 
 
 def training_rows(train: torch.Tensor, n_eval: int) -> torch.Tensor:
@@ -485,11 +475,11 @@ def denoising_curves(
     )
     kl = kl_curve(sigma, (on_train.sse["network"] - on_train.sse["memorizer"]).T)
     return {
-        "train_psnr": _psnr(on_train.mse("network")),
-        "test_psnr": _psnr(on_test.mse("network")),
+        "train_psnr": psnr(on_train.mse("network")),
+        "test_psnr": psnr(on_test.mse("network")),
         # The memorizer of one image is exact on it: mse 0, PSNR inf (null in JSON).
-        "memorizer_train_psnr": _psnr(on_train.mse("memorizer")),
-        "memorizer_test_psnr": _psnr(on_test.mse("memorizer")),
+        "memorizer_train_psnr": psnr(on_train.mse("memorizer")),
+        "memorizer_test_psnr": psnr(on_test.mse("memorizer")),
         "train_mse": on_train.mse("network"),
         "train_mse_se": on_train.mse_se("network"),
         "test_mse": on_test.mse("network"),

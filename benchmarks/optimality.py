@@ -28,7 +28,7 @@ from models.curvelets import CurveletThreshold
 from models.disk_posterior import DiskPosteriorMean
 from models.genie import GenieWiener
 from models.memorizer import Memorizer
-from models.objectives import OBJECTIVES
+from models.objectives import OBJECTIVES, sigma_range
 from models.protocol import Denoiser
 from models.runstore import RunStore
 from models.training import TrainConfig
@@ -77,13 +77,8 @@ PROFILES = {
 }
 
 
-def objective_params(objective: str, sigma_max: float) -> dict:
-    """Training σ range: down to the evaluation grid's 1e-3, up to ``sigma_max``."""
-    if objective == "paper":
-        return {"sigma_max": sigma_max}
-    return {"sigma_min": 1e-3, "sigma_max": sigma_max}
-
-
+# Log-uniform objectives train down to the evaluation grid's default lower end.
+EVAL_SIGMA_MIN = 1e-3
 # The wrong model for the Gaussian KL check: same pixel variance, spectrum steeper by this.
 WRONG_GAMMA_OFFSET = 1.0
 # Above this image size the exact Jacobian trace costs too many backward passes.
@@ -265,7 +260,7 @@ def train_config(args: argparse.Namespace, objective: str) -> TrainConfig:
             else {"channels": args.channels, "depth": args.blocks}
         ),
         objective=objective,
-        objective_params=objective_params(objective, args.train_sigma_max),
+        objective_params=sigma_range(objective, EVAL_SIGMA_MIN, args.train_sigma_max),
         lr=args.lr,
         lr_step_epochs=1,
         lr_gamma=0.5,

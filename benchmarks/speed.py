@@ -24,6 +24,7 @@ from benchmarks.output import provenance, write_json
 from models.memorizer import Memorizer
 from models.training import TrainConfig, build_network, train
 from synthetic.registry import FAMILY_NAMES, get_family
+from theory.sigma import check_sigma
 
 
 def paired_seconds(
@@ -208,6 +209,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if min(args.repeats, args.train_steps, args.train_batch) < 1:
         parser.error("--repeats, --train-steps and --train-batch must be >= 1")
+    try:
+        check_sigma(args.sigmas)
+    except ValueError as err:
+        parser.error(str(err))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

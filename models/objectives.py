@@ -156,6 +156,16 @@ OBJECTIVES: dict[str, type[Objective]] = {
 }
 
 
+def sigma_range(name: str, sigma_min: float, sigma_max: float) -> dict:
+    """Parameters giving objective ``name`` the training range ``[sigma_min, sigma_max]``.
+
+    The paper's law ``sigma_max u**2`` has no lower end, so it takes ``sigma_max`` only.
+    """
+    if name == "paper":
+        return {"sigma_max": sigma_max}
+    return {"sigma_min": sigma_min, "sigma_max": sigma_max}
+
+
 def get_objective(name: str, **params: float | str) -> Objective:
     """The objective called ``name`` (one of ``OBJECTIVES``) with its parameters.
 
