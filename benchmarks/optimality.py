@@ -127,6 +127,13 @@ def build_parser() -> Parser:
         "weight 1/σ²), edm (log-uniform σ, EDM weight)",
     )
     p.add_argument(
+        "--sigma-law",
+        choices=("log_uniform", "log_normal"),
+        default=None,
+        help="edm objective: log-uniform σ over [1e-3, --train-sigma-max] or EDM's log-normal "
+        "(ln σ ~ N(-1.89, 1.2²) for [0, 1] images)",
+    )
+    p.add_argument(
         "--compare-objectives",
         action="store_true",
         help="also train the other objectives on the same budget and plot them",
@@ -205,6 +212,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
             raise ValueError(f"{flag} must be at least 1 (got {value})")
     if args.n_test < 2 or args.n_train < 2:
         raise ValueError("--n-test and --n-train need at least 2 images for standard errors")
+    if args.objective != "edm" and not args.compare_objectives and args.sigma_law:
+        raise ValueError(f"--sigma-law is an option of the edm objective, not of {args.objective}")
     if not args.train_sigma_max > 1e-3:
         raise ValueError(f"--train-sigma-max must exceed 1e-3 (got {args.train_sigma_max})")
     if not args.lr > 0 or args.lr_halvings < 0:
@@ -260,7 +269,12 @@ def train_config(args: argparse.Namespace, objective: str) -> TrainConfig:
             else {"channels": args.channels, "depth": args.blocks}
         ),
         objective=objective,
-        objective_params=sigma_range(objective, EVAL_SIGMA_MIN, args.train_sigma_max),
+        objective_params=sigma_range(
+            objective,
+            EVAL_SIGMA_MIN,
+            args.train_sigma_max,
+            args.sigma_law if objective == "edm" else None,
+        ),
         lr=args.lr,
         lr_step_epochs=1,
         lr_gamma=0.5,

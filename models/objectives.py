@@ -156,14 +156,22 @@ OBJECTIVES: dict[str, type[Objective]] = {
 }
 
 
-def sigma_range(name: str, sigma_min: float, sigma_max: float) -> dict:
+def sigma_range(name: str, sigma_min: float, sigma_max: float, law: str | None = None) -> dict:
     """Parameters giving objective ``name`` the training range ``[sigma_min, sigma_max]``.
 
     The paper's law ``sigma_max u**2`` has no lower end, so it takes ``sigma_max`` only.
+    ``law`` (``edm`` only; None keeps the objective's default) names the sigma law.
     """
-    if name == "paper":
-        return {"sigma_max": sigma_max}
-    return {"sigma_min": sigma_min, "sigma_max": sigma_max}
+    params = (
+        {"sigma_max": sigma_max}
+        if name == "paper"
+        else {"sigma_min": sigma_min, "sigma_max": sigma_max}
+    )
+    if law is not None:
+        if name != "edm":
+            raise ValueError(f"the sigma law is an option of the edm objective, not of {name!r}")
+        params["law"] = law
+    return params
 
 
 def get_objective(name: str, **params: float | str) -> Objective:

@@ -126,6 +126,7 @@ def test_network_run_has_every_key_and_reuses_the_run_store(tmp_path):
         (["--family", "cartoons", "--size", "20", "--blocks", "3"], "multiple of 8"),
         (["--objective", "nosuch"], "invalid choice"),
         (["--steps", "0"], "--steps must be at least 1"),
+        (["--objective", "kl", "--sigma-law", "log_normal"], "option of the edm objective"),
     ],
 )
 def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, capsys, argv, message):

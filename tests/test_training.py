@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 
 from models import checkpoint, runstore, training
-from models.objectives import OBJECTIVES, get_objective
+from models.objectives import OBJECTIVES, get_objective, sigma_range
 from models.runstore import RunStore
 from models.training import TrainConfig, build_network, epoch_order, train
 
@@ -167,6 +167,15 @@ def test_objective_registry_and_keys():
         "sigma_max": 1.0,
     }
     json.dumps(get_objective("edm").to_dict())
+
+
+def test_sigma_range_gives_each_objective_its_range_and_law():
+    assert sigma_range("paper", 1e-3, 2.0) == {"sigma_max": 2.0}
+    assert sigma_range("kl", 1e-3, 2.0) == {"sigma_min": 1e-3, "sigma_max": 2.0}
+    edm = get_objective("edm", **sigma_range("edm", 1e-3, 2.0, "log_normal"))
+    assert edm.law == "log_normal" and edm.sigma_max == 2.0
+    with pytest.raises(ValueError, match="option of the edm objective, not of 'paper'"):
+        sigma_range("paper", 1e-3, 2.0, "log_normal")
 
 
 # --- training -----------------------------------------------------------------------------
