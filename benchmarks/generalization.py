@@ -31,6 +31,7 @@ from benchmarks.cli import Parser, parse_sigmas
 from benchmarks.evaluation import psnr, risk_curves
 from benchmarks.generalization_plots import (
     PARTS,
+    kl_index,
     median,
     mid_index,
     plot_curves,
@@ -51,6 +52,7 @@ from models.samplers import (
     stochastic_ascent,
 )
 from models.training import TrainConfig
+from models.wiener import Wiener
 from synthetic import FAMILY_NAMES, get_family
 from synthetic.disks import DISK_PARAMETERS, render_disks
 from synthetic.family import Family
@@ -67,7 +69,9 @@ class Profile:
     Training: ``batch_size * steps`` images per network (``steps = epochs *
     samples_per_epoch / batch_size``), the same for every n; the learning rate is halved
     every ``lr_step_epochs`` epochs. ``train_sigma`` is the (sigma_min, sigma_max) range of
-    the objective's noise law (sigma_min unused by the paper's law).
+    the objective's noise law (sigma_min unused by the paper's law); ``sigma_law`` picks the
+    ``edm`` objective's law (``log_uniform`` on that range or EDM's ``log_normal``; None: the
+    objective's default).
     """
 
     family: str
@@ -77,6 +81,7 @@ class Profile:
     blocks: int
     objective: str
     train_sigma: tuple[float, float]
+    sigma_law: str | None
     batch_size: int
     samples_per_epoch: int
     epochs: int
@@ -88,22 +93,29 @@ class Profile:
     device: str = "cpu"
 
 
-# Sized by measurement (DESIGN §6-§7; 16x16 disks, 16-channel UNet with 3 blocks, batch 64,
-# about 35 ms a step on 2 cores). The paper's objective (sigma = sigma_max u^2) memorizes ONE
-# image within 300 steps (samples at cosine >= 0.998, correlation 0.99), where EDM's
-# log-uniform law, which starves large sigma, left samples at cosine 0.93 and correlation
-# 0.34. The default sweep stops at n = 1000: a new disk's nearest training disk already has
-# raw cosine 0.998 and correlation 0.969 at n = 1000 (0.999 and 0.992 at n = 10^4), so no
-# similarity can tell a generalizing network from a memorizing one beyond it.
+# Sized by measurement (DESIGN §6-§7; 16-channel UNet with 3 blocks, batch 64, about 35 ms a
+# step at 16x16 on 2 cores). The family is Gaussian fields: simple families saturate every
+# similarity (a new disk's nearest training disk has raw cosine 0.998 and correlation 0.96
+# at n = 1000, a new 16x16 cartoon's 0.988 and 0.96), so no measure can tell a generalizing
+# network from a memorizing one there; a held-out field's nearest training field has
+# correlation 0.42 at n = 1000, and the exact optimum gives the KL from the true law. The
+# objective decides both ends (3000 steps, gaussian 16x16): EDM's log-normal law memorizes
+# one image (samples at cosine >= 0.99, median correlation 0.93-0.95) and generalizes at
+# n = 1000 (A/B correlation 0.88 against 0.43 to the nearest training image); the
+# log-uniform law generalizes too (0.95) but does not memorize (cosine down to 0.955); the
+# paper's law leaves a floor at small sigma (test PSNR below the input's at sigma = 0.03).
+# At 3000 steps the n = 1 networks sat at the 0.99 line (minimum 0.9896 in one run), so the
+# default trains 6000 steps (minimum 0.9954, median correlation 0.976; about 30 minutes).
 PROFILES = {
     "quick": Profile(
-        family="disks",
+        family="gaussian",
         size=16,
         sizes=(1, 10, 1000),
         channels=16,
         blocks=3,
-        objective="paper",
+        objective="edm",
         train_sigma=(2e-3, 1.5),
+        sigma_law="log_normal",
         batch_size=64,
         samples_per_epoch=64 * 200,
         epochs=2,
@@ -114,17 +126,18 @@ PROFILES = {
         sigmas="2e-3:1:7",
     ),
     "default": Profile(
-        family="disks",
+        family="gaussian",
         size=16,
-        sizes=(1, 10, 100, 1000),
+        sizes=DEFAULT_SIZES,
         channels=16,
         blocks=3,
-        objective="paper",
+        objective="edm",
         train_sigma=(2e-3, 1.5),
+        sigma_law="log_normal",
         batch_size=64,
         samples_per_epoch=64 * 250,
-        epochs=12,
-        lr_step_epochs=4,
+        epochs=24,
+        lr_step_epochs=8,
         n_samples=16,
         n_eval=128,
         n_test=128,
@@ -138,6 +151,7 @@ PROFILES = {
         blocks=3,
         objective="paper",
         train_sigma=(1e-3, 1.0),
+        sigma_law=None,
         batch_size=512,
         samples_per_epoch=250_000,
         epochs=40,
@@ -200,6 +214,13 @@ def build_parser() -> Parser:
         choices=("paper", "kl", "edm"),
         default=None,
         help="training objective (models.objectives)",
+    )
+    g.add_argument(
+        "--sigma-law",
+        choices=("log_uniform", "log_normal"),
+        default=None,
+        help="edm objective: log-uniform sigma over the training range, or EDM's log-normal "
+        "(ln sigma ~ N(-1.89, 1.2^2) for [0, 1] images)",
     )
     g.add_argument("--batch-size", type=int, default=None, help="images per step")
     g.add_argument(
@@ -311,6 +332,7 @@ def resolve_profile(args: argparse.Namespace) -> Profile:
         "channels": args.channels,
         "blocks": args.blocks,
         "objective": args.objective,
+        "sigma_law": args.sigma_law,
         "batch_size": args.batch_size,
         "samples_per_epoch": args.samples_per_epoch,
         "epochs": args.epochs,
@@ -321,6 +343,9 @@ def resolve_profile(args: argparse.Namespace) -> Profile:
         "device": args.device,
     }
     profile = replace(profile, **{k: v for k, v in overrides.items() if v is not None})
+    if args.objective not in (None, "edm") and args.sigma_law is None:
+        # The profile's edm law does not carry over to another objective.
+        profile = replace(profile, sigma_law=None)
     if args.steps is not None and args.epochs is None and args.steps >= 1:
         # A step budget alone sets as many epochs as it needs (--steps still caps the last).
         per_epoch = math.ceil(profile.samples_per_epoch / profile.batch_size)
@@ -396,12 +421,13 @@ def setup(args: argparse.Namespace) -> Setup:
         )
     capacity = min(family.capacity("A"), family.capacity("B"))
     sizes, capped = choose_sizes(profile.sizes, args.sizes_n is not None, capacity, family.name)
+    objective_params = sigma_range(profile.objective, *profile.train_sigma, profile.sigma_law)
     configs = {
         part: TrainConfig(
             network="unet",
             network_params={"channels": profile.channels, "blocks": profile.blocks},
             objective=profile.objective,
-            objective_params=sigma_range(profile.objective, *profile.train_sigma),
+            objective_params=objective_params,
             lr=args.lr,
             lr_step_epochs=profile.lr_step_epochs,
             batch_size=profile.batch_size,
@@ -447,6 +473,16 @@ def training_rows(train: torch.Tensor, n_eval: int) -> torch.Tensor:
     return train.repeat_interleave(math.ceil(n_eval / n), dim=0)
 
 
+def exact_optimum(family: Family) -> Denoiser | None:
+    """The optimal denoiser of the family's own law when it is cheap and exact, else None.
+
+    Gaussian fields: the stationary Wiener filter of the true spectrum (the posterior mean).
+    """
+    if family.name == "gaussian":
+        return Wiener.stationary(family.mean, torch.as_tensor(family.spectrum()), name="optimum")
+    return None
+
+
 def denoising_curves(
     net: Denoiser,
     train: torch.Tensor,
@@ -455,6 +491,7 @@ def denoising_curves(
     n_eval: int,
     seed: int,
     progress: bool,
+    optimum: Denoiser | None = None,
 ) -> dict:
     """Train/test PSNR of ``net`` and of the memorizer of ``train``, and the KL between them.
 
@@ -462,7 +499,9 @@ def denoising_curves(
     so ``int (SSE_net - SSE_mem) s^-3 ds`` from sigma0 up is the KL between the
     sigma0-smoothed p_n and the law whose optimal denoiser the network is (a bound on the
     KL of the network's sampler when it is not exactly optimal for some law), with no
-    approximation but Monte Carlo.
+    approximation but Monte Carlo. With ``optimum``, the optimal denoiser of the family's
+    law p, the same integral on held-out images against it is the KL from p: the distance
+    from generalizing (``kl_test``), beside the distance from memorizing (``kl``).
     """
     memorizer = Memorizer(train)
     denoisers = {"network": net, "memorizer": memorizer}
@@ -470,10 +509,25 @@ def denoising_curves(
     on_train = risk_curves(
         denoisers, rows, sigma, _seed(seed, 3), progress=progress, desc="train PSNR"
     )
+    if optimum is not None:
+        denoisers["optimum"] = optimum.to(test.device)
     on_test = risk_curves(
         denoisers, test, sigma, _seed(seed, 4), progress=progress, desc="test PSNR"
     )
     kl = kl_curve(sigma, (on_train.sse["network"] - on_train.sse["memorizer"]).T)
+    extra = {}
+    if optimum is not None:
+        kl_test = kl_curve(sigma, (on_test.sse["network"] - on_test.sse["optimum"]).T)
+        extra = {
+            "optimum_test_psnr": psnr(on_test.mse("optimum")),
+            "kl_test": {
+                **kl_test.to_dict(),
+                "kind": "exact_vs_optimum",
+                "units": "nats per image",
+                "note": "KL(p_sigma0 || q_net,sigma0) on held-out images; p = the family's "
+                "law, whose optimal denoiser is known exactly",
+            },
+        }
     return {
         "train_psnr": psnr(on_train.mse("network")),
         "test_psnr": psnr(on_test.mse("network")),
@@ -492,6 +546,7 @@ def denoising_curves(
             "note": "KL(p_n,sigma0 || q_net,sigma0) on training rows; p_n = uniform law of "
             "the training set, whose optimal denoiser is the memorizer",
         },
+        **extra,
     }
 
 
@@ -690,7 +745,14 @@ def run_size(
     for part in PARTS:
         device_train = train[part].to(s.device)
         curves[part] = denoising_curves(
-            nets[part], device_train, test, s.sigmas, s.profile.n_eval, args.seed, progress
+            nets[part],
+            device_train,
+            test,
+            s.sigmas,
+            s.profile.n_eval,
+            args.seed,
+            progress,
+            optimum=exact_optimum(s.family),
         )
         draws[part] = draw_samples(nets[part], y0, args, _seed(args.seed, 2))
         samples[part] = draws[part].pop("x")
@@ -780,9 +842,12 @@ def expectations(runs: list[dict], reference: dict) -> dict:
     return out
 
 
-def summary_rows(runs: list[dict], sigma: np.ndarray) -> tuple[list[str], list[list]]:
-    """One row per n: PSNR at the middle sigma, KL, median similarities, sample quality."""
-    j = mid_index(sigma)
+def summary_rows(
+    runs: list[dict], sigma: np.ndarray, sigma_final: float
+) -> tuple[list[str], list[list]]:
+    """One row per n: PSNR at the middle sigma, KL from the sampler's last sigma, median
+    similarities, sample quality."""
+    j, i = mid_index(sigma), kl_index(sigma, sigma_final)
     header = [
         "n",
         "train_psnr_A",
@@ -791,6 +856,8 @@ def summary_rows(runs: list[dict], sigma: np.ndarray) -> tuple[list[str], list[l
         "test_psnr_B",
         "kl_A",
         "kl_B",
+        "kl_test_A",
+        "kl_test_B",
         "nearest_cosine",
         "nearest_correlation",
         "AB_cosine",
@@ -814,7 +881,11 @@ def summary_rows(runs: list[dict], sigma: np.ndarray) -> tuple[list[str], list[l
             [
                 r["n"],
                 *(float(c[p][k][j]) for k in ("train_psnr", "test_psnr") for p in PARTS),
-                *(float(c[p]["kl"]["value"][0]) for p in PARTS),
+                *(float(c[p]["kl"]["value"][i]) for p in PARTS),
+                *(
+                    float(c[p]["kl_test"]["value"][i]) if "kl_test" in c[p] else math.nan
+                    for p in PARTS
+                ),
                 med["own_cosine"],
                 med["own_correlation"],
                 med["AB_cosine"],
@@ -838,22 +909,27 @@ def converged_fraction(sampling: dict) -> float:
 
 def print_table(result: dict, header: list[str], rows: list[list]) -> None:
     sigma = np.asarray(result["sigma"])
-    j = mid_index(sigma)
+    j, i = mid_index(sigma), kl_index(sigma, result["sampler"]["sigma_final"])
     ref = result["test_reference"]
     print(
         f"\n{result['family']['name']} {result['family']['size']}x{result['family']['size']}: "
-        f"PSNR at σ = {sigma[j]:.3g} (input {psnr(sigma[j] ** 2):.1f} dB); KL vs memorizer "
-        f"from σ0 = {sigma[0]:.3g} (nats); medians over samples (nearest = own training set)"
+        f"PSNR at σ = {sigma[j]:.3g} (input {psnr(sigma[j] ** 2):.1f} dB); KL from σ0 = "
+        f"{sigma[i]:.3g} (nats; the sampler's last σ) vs the memorizer on training images and vs "
+        "the exact optimum "
+        "on held-out ones (KL test, when known); medians over samples (nearest = own set)"
     )
     print(
-        f"{'n':>6} {'train A/B':>13} {'test A/B':>13} {'KL A/B':>17} {'near cos':>8} "
+        f"{'n':>6} {'train A/B':>13} {'test A/B':>13} {'KL A/B':>17} {'KL test A/B':>17} "
+        f"{'near cos':>8} "
         f"{'near corr':>9} {'A/B cos':>8} {'A/B corr':>8} {'rms→test':>8} {'disk fit':>8} "
         f"{'conv':>5} {'div':>4}"
     )
     for row in rows:
-        (n, tra, trb, tea, teb, kla, klb, ncos, ncorr, abcos, abcorr, rms, fit, conv, div) = row
+        (n, tra, trb, tea, teb, kla, klb, kta, ktb, ncos, ncorr, abcos, abcorr) = row[:13]
+        rms, fit, conv, div = row[13:]
         print(
             f"{n:>6d} {tra:6.2f}/{trb:6.2f} {tea:6.2f}/{teb:6.2f} {kla:8.3g}/{klb:8.3g} "
+            f"{kta:8.3g}/{ktb:8.3g} "
             f"{ncos:8.3f} {ncorr:9.3f} {abcos:8.3f} {abcorr:8.3f} {rms:8.3g} {fit:8.3g} "
             f"{conv:5.2f} {div:4d}"
         )
@@ -961,7 +1037,7 @@ def run(args: argparse.Namespace, s: Setup) -> dict:
         "expectations": expectations(runs, reference),
     }
     result.update(provenance(s.device), wall_s=time.perf_counter() - start)
-    header, rows = summary_rows(runs, s.sigmas)
+    header, rows = summary_rows(runs, s.sigmas, args.sigma_final)
     if s.family.name in ("faces", "shuffled_faces"):
         order = ("\n".join(s.family.order) + "\n").encode()
         atomic_write(out / "order.txt", lambda f: f.write(order))

@@ -26,6 +26,15 @@ def mid_index(sigma: np.ndarray) -> int:
     return int(np.argmin(np.abs(np.log(sigma) - np.log(sigma).mean())))
 
 
+def kl_index(sigma: np.ndarray, sigma_final: float) -> int:
+    """Grid index of the reported KL cut σ0: the level nearest (in log σ) the sampler's last.
+
+    The sampler never goes below ``sigma_final``, so the law it samples is the one smoothed
+    at that level, and errors of the denoiser below it do not reach its samples.
+    """
+    return int(np.argmin(np.abs(np.log(sigma) - np.log(sigma_final))))
+
+
 def _pyplot():
     import matplotlib
 
@@ -167,10 +176,15 @@ def plot_curves(result: dict, path: Path) -> None:
 
 
 def plot_psnr(result: dict, path: Path) -> None:
-    """Output vs input PSNR per n (train dashed, test solid) and the KL curves vs σ0."""
+    """Output vs input PSNR per n (train dashed, test solid), KL curves vs σ0, KL vs n.
+
+    The third panel puts the distance from memorizing (KL vs the memorizer on training
+    images) beside the distance from generalizing (KL vs the exact optimum on held-out
+    images, for families that have one) at the lowest σ0, against n.
+    """
     plt = _pyplot()
     sigma = np.asarray(result["sigma"])
-    fig, (ax, ax_kl) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax, ax_kl, ax_n) = plt.subplots(1, 3, figsize=(16, 4))
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(result["runs"])))
     for r, color in zip(result["runs"], colors, strict=True):
         c = r["denoising"]["A"]
@@ -200,4 +214,25 @@ def plot_psnr(result: dict, path: Path) -> None:
         title="network vs memorizer on training images (A solid, B dotted)",
     )
     ax_kl.legend(fontsize=7)
+    n = [r["n"] for r in result["runs"]]
+    i = kl_index(sigma, result["sampler"]["sigma_final"])
+    for key, label, color in (
+        ("kl", "vs memorizer (train)", "C0"),
+        ("kl_test", "vs optimum (test)", "C3"),
+    ):
+        for part, marker in (("A", "o-"), ("B", "s:")):
+            value = [
+                r["denoising"][part].get(key, {"value": [np.nan] * len(sigma)})["value"][i]
+                for r in result["runs"]
+            ]
+            if np.isfinite(value).any():
+                ax_n.plot(n, np.maximum(value, 1e-6), marker, color=color, label=f"{label} {part}")
+    ax_n.set(
+        xscale="log",
+        yscale="log",
+        xlabel="training set size n",
+        ylabel=f"KL from σ0 = {sigma[i]:.3g} (nats per image)",
+        title="memorizing vs generalizing",
+    )
+    ax_n.legend(fontsize=7)
     save_figure(path, fig)

@@ -55,7 +55,7 @@ def sweep(tmp_path_factory):
         kwargs["callback"] = lambda state: record["noise"].append(state["noise"].clone())
         return real(denoiser, y0, **kwargs)
 
-    argv = [*TINY, "--sizes-n", "1,2", "--runs", str(runs), "--out", str(out)]
+    argv = [*TINY, "--family", "disks", "--sizes-n", "1,2", "--runs", str(runs), "--out", str(out)]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gen, "stochastic_ascent", spy)
         result = gen.main(argv)
@@ -343,6 +343,7 @@ def test_quick_is_the_quick_profile():
         (["--faces-dir", "/tmp"], "--faces-dir needs --family faces"),
         (["--device", "nosuch"], "unknown device"),
         (["--steps", "0"], "integers >= 1"),
+        (["--objective", "paper", "--sigma-law", "log_normal"], "option of the edm objective"),
     ],
 )
 def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, capsys, argv, message):
@@ -354,3 +355,36 @@ def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, capsys, argv, mess
     assert message in err
     assert len(err.splitlines()) == 1, err
     assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_kl_from_the_exact_optimum_on_gaussian_fields():
+    family = get_family("gaussian", size=8, seed=0)
+    optimum = gen.exact_optimum(family)
+    assert optimum is not None and gen.exact_optimum(get_family("disks", size=8)) is None
+    train, test = family.images("A", 3), family.images("test", 32)
+    sigma = np.geomspace(0.01, 1, 5)
+    exact = gen.denoising_curves(
+        optimum, train, test, sigma, n_eval=3, seed=0, progress=False, optimum=optimum
+    )
+    assert exact["kl_test"]["kind"] == "exact_vs_optimum"
+    np.testing.assert_allclose(exact["kl_test"]["value"], 0.0, atol=1e-9)
+    np.testing.assert_allclose(exact["test_psnr"], exact["optimum_test_psnr"])
+    # The memorizer of 3 images is far from the law p; the optimum of p is far from them.
+    memorized = gen.denoising_curves(
+        Memorizer(train), train, test, sigma, n_eval=3, seed=0, progress=False, optimum=optimum
+    )
+    assert memorized["kl_test"]["value"][0] > 10 * memorized["kl_test"]["se"][0] > 0
+    assert exact["kl"]["value"][0] > 10 * exact["kl"]["se"][0] > 0
+
+
+def test_gaussian_sweep_reports_the_kl_from_the_exact_optimum(tmp_path):
+    argv = [*TINY, "--family", "gaussian", "--sizes-n", "1", "--sigmas", "0.001,0.01,1"]
+    result = gen.main([*argv, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    curves = result["runs"][0]["denoising"]["A"]
+    assert curves["kl_test"]["kind"] == "exact_vs_optimum"
+    assert len(curves["kl_test"]["value"]) == 3 and len(curves["optimum_test_psnr"]) == 3
+    header = (tmp_path / "out" / "summary.csv").read_text().splitlines()[0].split(",")
+    row = (tmp_path / "out" / "summary.csv").read_text().splitlines()[1].split(",")
+    i = gen.kl_index(np.asarray(result["sigma"]), result["sampler"]["sigma_final"])
+    assert result["sigma"][i] == pytest.approx(0.01)  # the sampler's last sigma
+    assert float(row[header.index("kl_test_A")]) == pytest.approx(curves["kl_test"]["value"][i])
