@@ -220,13 +220,11 @@ def plot_psnr(result: dict, path: Path) -> None:
         ("kl", "vs memorizer (train)", "C0"),
         ("kl_test", "vs optimum (test)", "C3"),
     ):
+        if key not in result["runs"][0]["denoising"]["A"]:
+            continue  # no exact optimum for this family
         for part, marker in (("A", "o-"), ("B", "s:")):
-            value = [
-                r["denoising"][part].get(key, {"value": [np.nan] * len(sigma)})["value"][i]
-                for r in result["runs"]
-            ]
-            if np.isfinite(value).any():
-                ax_n.plot(n, np.maximum(value, 1e-6), marker, color=color, label=f"{label} {part}")
+            value = [r["denoising"][part][key]["value"][i] for r in result["runs"]]
+            ax_n.plot(n, np.maximum(value, 1e-6), marker, color=color, label=f"{label} {part}")
     ax_n.set(
         xscale="log",
         yscale="log",
