@@ -42,7 +42,7 @@ from benchmarks.generalization_plots import (
 from benchmarks.output import provenance, write_csv, write_json
 from models.checkpoint import atomic_write
 from models.memorizer import Memorizer
-from models.objectives import sigma_range
+from models.objectives import SIGMA_LAWS, sigma_range
 from models.protocol import Denoiser
 from models.runstore import RunStore
 from models.samplers import (
@@ -70,7 +70,7 @@ class Profile:
     samples_per_epoch / batch_size``), the same for every n; the learning rate is halved
     every ``lr_step_epochs`` epochs. ``train_sigma`` is the (sigma_min, sigma_max) range of
     the objective's noise law (sigma_min unused by the paper's law); ``sigma_law`` picks the
-    ``edm`` objective's law (``log_uniform`` on that range or EDM's ``log_normal``; None: the
+    ``edm`` objective's law (one of :data:`models.objectives.SIGMA_LAWS`; None: the
     objective's default).
     """
 
@@ -212,10 +212,11 @@ def build_parser() -> Parser:
     )
     g.add_argument(
         "--sigma-law",
-        choices=("log_uniform", "log_normal"),
+        choices=SIGMA_LAWS,
         default=None,
-        help="edm objective: log-uniform sigma over the training range, or EDM's log-normal "
-        "(ln sigma ~ N(-1.89, 1.2^2) for [0, 1] images)",
+        help="edm objective: log-uniform sigma over the training range, EDM's log-normal "
+        "(ln sigma ~ N(-1.89, 1.2^2) for [0, 1] images) or the paper's sigma_max u^2 cut at "
+        "the range's lower end",
     )
     g.add_argument("--batch-size", type=int, default=None, help="images per step")
     g.add_argument(

@@ -160,6 +160,22 @@ def plot_gaussian_check(check: dict, path: Path) -> None:
     save_figure(path, fig)
 
 
+def objective_label(name: str, params: dict) -> str:
+    """Short legend text: the objective and its σ law (and σ_d for EDM's weight)."""
+    if name == "paper":
+        return f"paper (σ = {params['sigma_max']:g}·u², plain)"
+    low, high = params["sigma_min"], params["sigma_max"]
+    if name == "kl":
+        return f"kl (log-uniform [{low:g}, {high:g}], 1/σ²)"
+    law = params["law"]
+    support = {
+        "paper": f"= {high:g}·u² ≥ {low:g}",
+        "log_uniform": f"log-uniform [{low:g}, {high:g}]",
+        "log_normal": "log-normal",
+    }[law]
+    return f"edm (σ {support}, σ_d = {params['sigma_d']:g})"
+
+
 def plot_objectives(comparison: dict, path: Path) -> None:
     """MSE of each training objective's network over the best reference, per σ."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -169,7 +185,7 @@ def plot_objectives(comparison: dict, path: Path) -> None:
             entry["ratio"],
             "o-",
             ms=3,
-            label=f"{name} (worst {entry['worst']:.2f})",
+            label=f"{objective_label(name, entry['params'])} (worst {entry['worst']:.2f})",
         )
     ax.axhline(1, color="gray", lw=0.8)
     ax.axhline(1.25, color="gray", ls=":", lw=0.8, label="target 1.25")

