@@ -43,9 +43,9 @@ from theory.kl import kl_curve
 from theory.rates import fit_power_law, local_slopes, minimax_exponent
 
 # Defaults of each profile; any option given on the command line wins. The objective (EDM
-# weight with sigma_d = 0.1 on the paper's law cut at 1e-3, up to 1.5) and the budget were
-# chosen by measurement on the quick profile (README, issue 3); the paper profile reuses them
-# untested at 80x80.
+# weight with sigma_d = 0.1 on the paper's law cut at 1e-3, up to 1.5), the budget and the
+# cooldown were chosen by measurement on the quick profile (README, issue 3); the paper
+# profile reuses them untested at 80x80. sigma_mix only acts with sigma_law = "mixed".
 PROFILES = {
     "quick": {
         "family": "cartoons",
@@ -56,12 +56,15 @@ PROFILES = {
         "objective": "edm",
         "sigma_law": "paper",
         "sigma_d": 0.1,
+        "sigma_mix": 0.5,
         "train_sigma_min": 1e-3,
         "train_sigma_max": 1.5,
         "steps": 9000,
         "batch_size": 64,
         "lr": 2e-3,
         "lr_halvings": 2,
+        "cooldown": 0.1,
+        "cooldown_lr": 1e-4,
         "n_train": 10000,
         "device": "cpu",
     },
@@ -74,12 +77,15 @@ PROFILES = {
         "objective": "edm",
         "sigma_law": "paper",
         "sigma_d": 0.1,
+        "sigma_mix": 0.5,
         "train_sigma_min": 1e-3,
         "train_sigma_max": 1.5,
         "steps": 20000,
         "batch_size": 512,
         "lr": 1e-3,
         "lr_halvings": 3,
+        "cooldown": 0.1,
+        "cooldown_lr": 5e-5,
         "n_train": 100000,
         "device": "cuda",
     },
@@ -138,8 +144,14 @@ def build_parser() -> Parser:
         choices=SIGMA_LAWS,
         default=None,
         help="edm objective: log-uniform σ over the training range, EDM's log-normal "
-        "(ln σ ~ N(-1.89, 1.2²) for [0, 1] images) or the paper's σ_max·u² cut at the "
-        "range's lower end",
+        "(ln σ ~ N(-1.89, 1.2²) for [0, 1] images), the paper's σ_max·u² cut at the "
+        "range's lower end, or mixed (a fraction --sigma-mix log-uniform, the rest paper)",
+    )
+    p.add_argument(
+        "--sigma-mix",
+        type=float,
+        default=None,
+        help="edm objective, mixed law: fraction of the σ draws that are log-uniform",
     )
     p.add_argument(
         "--sigma-d",
@@ -175,6 +187,13 @@ def build_parser() -> Parser:
         default=None,
         help="times the learning rate is halved, evenly over the budget",
     )
+    p.add_argument(
+        "--cooldown",
+        type=float,
+        default=None,
+        help="fraction of the budget, at its end, trained at --cooldown-lr (0: none)",
+    )
+    p.add_argument("--cooldown-lr", type=float, default=None, help="learning rate of the cooldown")
     p.add_argument(
         "--n-train",
         type=int,
@@ -218,7 +237,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fill unset options from the profile and validate every number before any work."""
     objective = args.objective or PROFILES[args.profile]["objective"]
     if objective != "edm" and not args.compare_objectives:
-        for flag in ("sigma_law", "sigma_d"):
+        for flag in ("sigma_law", "sigma_d", "sigma_mix"):
             if getattr(args, flag) is not None:
                 raise ValueError(
                     f"--{flag.replace('_', '-')} is an option of the edm objective, "
@@ -248,6 +267,13 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         )
     if not args.sigma_d > 0:
         raise ValueError(f"--sigma-d must be positive (got {args.sigma_d})")
+    if not 0 <= args.sigma_mix <= 1:
+        raise ValueError(f"--sigma-mix is a fraction: need 0 <= it <= 1 (got {args.sigma_mix})")
+    if not (0 <= args.cooldown < 1 and args.cooldown_lr > 0):
+        raise ValueError(
+            "need 0 <= --cooldown < 1 (a fraction of the budget) and --cooldown-lr > 0 (got "
+            f"{args.cooldown}, {args.cooldown_lr})"
+        )
     if not args.lr > 0 or args.lr_halvings < 0:
         raise ValueError(
             f"need --lr > 0 and --lr-halvings >= 0 (got {args.lr}, {args.lr_halvings})"
@@ -291,7 +317,7 @@ def make_families(args: argparse.Namespace) -> list[Family]:
 
 
 def train_config(args: argparse.Namespace, objective: str) -> TrainConfig:
-    """The training configuration: a step budget with the learning rate halved evenly."""
+    """The training configuration: halvings spread evenly over the step budget, then a cooldown."""
     epoch_steps = max(1, args.steps // (args.lr_halvings + 1))
     return TrainConfig(
         network=args.network,
@@ -305,11 +331,13 @@ def train_config(args: argparse.Namespace, objective: str) -> TrainConfig:
             objective,
             args.train_sigma_min,
             args.train_sigma_max,
-            *((args.sigma_law, args.sigma_d) if objective == "edm" else ()),
+            *((args.sigma_law, args.sigma_d, args.sigma_mix) if objective == "edm" else ()),
         ),
         lr=args.lr,
         lr_step_epochs=1,
         lr_gamma=0.5,
+        cooldown_steps=round(args.cooldown * args.steps),
+        cooldown_lr=args.cooldown_lr,
         batch_size=args.batch_size,
         samples_per_epoch=epoch_steps * args.batch_size,
         epochs=args.lr_halvings + 1,

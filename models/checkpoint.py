@@ -39,7 +39,6 @@ def save_checkpoint(
     meta: dict,
     net: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     generators: dict[str, torch.Generator],
     progress: dict,
 ) -> None:
@@ -53,7 +52,6 @@ def save_checkpoint(
             "meta": meta,
             "model": net.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
             "generators": {name: g.get_state() for name, g in generators.items()},
             "progress": progress,
         },
@@ -66,7 +64,6 @@ def load_checkpoint(
     meta: dict,
     net: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     generators: dict[str, torch.Generator],
 ) -> dict:
     """Restore the states written by :func:`save_checkpoint` in place; return ``progress``.
@@ -79,7 +76,6 @@ def load_checkpoint(
             raise ValueError("its configuration differs")
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         if set(state["generators"]) != set(generators):
             raise ValueError("its random generators differ")
         for name, g in generators.items():

@@ -4,8 +4,8 @@ The loop follows the paper (Kadkhodaie et al., ICLR 2024, Appendix A): every epo
 network ``samples_per_epoch`` images drawn by tiling the training set and shuffling (so a set
 of any size n gets the same exposure; the paper uses 250,000), Adam with the learning rate
 halved every ``lr_step_epochs`` epochs, and the loss of a chosen :mod:`models.objectives`
-objective. A checkpoint is written atomically after every epoch and a run resumes from it
-bit for bit.
+objective, optionally ending with a short cooldown at a low learning rate. A checkpoint is
+written atomically after every epoch and a run resumes from it bit for bit.
 """
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ class TrainConfig:
         A name of :data:`models.objectives.OBJECTIVES` and its parameters.
     lr, lr_step_epochs, lr_gamma : float, int, float
         Adam learning rate, multiplied by ``lr_gamma`` every ``lr_step_epochs`` epochs.
+    cooldown_steps, cooldown_lr : int, float
+        The last ``cooldown_steps`` steps of the run take the learning rate ``cooldown_lr``
+        (0: no cooldown). Adam's steps leave noise in the weights that the denoising error
+        at the smallest sigma feels most: measured on the quick profile, 1000 steps at 1e-4
+        after the step schedule cut the clean-image error ``|f(x) - x|**2`` from 8e-7 to
+        3e-7 per pixel (README, issue 3).
     batch_size, samples_per_epoch, epochs : int
         Images per step, images per epoch (the last batch of an epoch may be smaller),
         number of epochs.
@@ -80,6 +86,8 @@ class TrainConfig:
     lr: float = 1e-3
     lr_step_epochs: int = 100
     lr_gamma: float = 0.5
+    cooldown_steps: int = 0
+    cooldown_lr: float = 1e-4
     batch_size: int = 512
     samples_per_epoch: int = 250_000
     epochs: int = 1000
@@ -103,8 +111,15 @@ class TrainConfig:
             raise ValueError(f"these settings must be integers >= 1: {bad}")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ValueError(f"seed must be an integer >= 0 (got {self.seed!r})")
-        if not (self.lr > 0 and 0 < self.lr_gamma <= 1):
-            raise ValueError(f"need lr > 0 and 0 < lr_gamma <= 1 (got {self.lr}, {self.lr_gamma})")
+        if not (self.lr > 0 and 0 < self.lr_gamma <= 1 and self.cooldown_lr > 0):
+            raise ValueError(
+                "need lr > 0, 0 < lr_gamma <= 1 and cooldown_lr > 0 (got "
+                f"{self.lr}, {self.lr_gamma}, {self.cooldown_lr})"
+            )
+        if not (isinstance(self.cooldown_steps, int) and self.cooldown_steps >= 0):
+            raise ValueError(
+                f"cooldown_steps must be an integer >= 0 (got {self.cooldown_steps!r})"
+            )
         try:
             torch.device(self.device)
         except RuntimeError as err:
@@ -121,7 +136,28 @@ class TrainConfig:
         out["objective_params"] = self.make_objective().to_dict()
         del out["objective_params"]["name"]
         out["lr"], out["lr_gamma"] = float(self.lr), float(self.lr_gamma)
+        out["cooldown_lr"] = float(self.cooldown_lr)
         return out
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch (the last batch may be smaller)."""
+        return math.ceil(self.samples_per_epoch / self.batch_size)
+
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run: all epochs, or ``max_steps`` if fewer."""
+        return min(self.max_steps or math.inf, self.epochs * self.steps_per_epoch())
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Learning rate of optimizer step ``step`` (counted from 0) of a run of ``config``.
+
+    ``lr * lr_gamma**floor(epoch / lr_step_epochs)`` with ``epoch = step // steps_per_epoch``,
+    except in the last ``cooldown_steps`` steps of the run, which take ``cooldown_lr``.
+    """
+    if step >= config.total_steps() - config.cooldown_steps:
+        return config.cooldown_lr
+    epoch = step // config.steps_per_epoch()
+    return config.lr * config.lr_gamma ** (epoch // config.lr_step_epochs)
 
 
 def seeds(seed: int) -> tuple[int, int, int]:
@@ -158,10 +194,10 @@ def train(
 
     Each epoch draws its images with :func:`epoch_order`, takes steps of ``batch_size``
     images with the loss of ``config.objective`` and Adam, writes ``out_dir/checkpoint.pt``
-    atomically (weights, optimizer, scheduler, both random generators, counters, history)
-    and multiplies the learning rate by ``lr_gamma``
-    every ``lr_step_epochs`` epochs. An existing checkpoint of the same configuration and
-    data shape is resumed exactly; one that does not match raises ``ValueError``.
+    atomically (weights, optimizer, both random generators, counters, history); step k uses
+    the learning rate :func:`learning_rate` ``(config, k)``. An existing checkpoint of the
+    same configuration and data shape is resumed exactly; one that does not match raises
+    ``ValueError``.
 
     Returns
     -------
@@ -184,7 +220,6 @@ def train(
     images = images.to(device)
     objective = config.make_objective()
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step_epochs, config.lr_gamma)
     _, data_seed, noise_seed = seeds(config.seed)
     generators = {
         "data": torch.Generator().manual_seed(data_seed),
@@ -196,13 +231,12 @@ def train(
     meta = {"config": config.to_dict(), "images": list(images.shape)}
     state = {"epoch": 0, "step": 0, "history": []}
     if path.exists():
-        state = load_checkpoint(path, meta, net, optimizer, scheduler, generators)
+        state = load_checkpoint(path, meta, net, optimizer, generators)
 
     n, per_epoch, batch = images.shape[0], config.samples_per_epoch, config.batch_size
-    steps_per_epoch = math.ceil(per_epoch / batch)
-    max_steps = config.max_steps or config.epochs * steps_per_epoch
+    steps_per_epoch, max_steps = config.steps_per_epoch(), config.total_steps()
     bar = tqdm(
-        total=min(max_steps, config.epochs * steps_per_epoch),
+        total=max_steps,
         initial=state["step"],
         disable=not progress,
         unit="step",
@@ -223,6 +257,8 @@ def train(
             loss = (objective.weight(sigma) * mse).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, state["step"])
             optimizer.step()
             psnr = -10 * torch.log10(mse.detach().clamp_min(1e-12)).mean()
             sums += torch.stack([loss.detach(), psnr])
@@ -242,8 +278,6 @@ def train(
                 "lower lr or use another objective"
             )
         lr = optimizer.param_groups[0]["lr"]
-        if taken == steps_per_epoch:
-            scheduler.step()
         state["epoch"] += 1
         wall = time.perf_counter() - start
         state["history"].append(
@@ -257,7 +291,7 @@ def train(
                 "img_per_s": min(taken * batch, per_epoch) / wall,
             }
         )
-        save_checkpoint(path, meta, net, optimizer, scheduler, generators, state)
+        save_checkpoint(path, meta, net, optimizer, generators, state)
     bar.close()
     net.eval()
     return state["history"]

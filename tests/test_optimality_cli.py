@@ -142,6 +142,10 @@ def test_objective_comparison_trains_all_three_on_one_budget(tmp_path):
         (["--objective", "kl", "--sigma-law", "log_normal"], "option of the edm objective"),
         (["--objective", "paper", "--sigma-d", "0.1"], "option of the edm objective"),
         (["--sigma-d", "0"], "--sigma-d must be positive"),
+        (["--sigma-mix", "1.2"], "--sigma-mix is a fraction"),
+        (["--objective", "kl", "--sigma-mix", "0.5"], "option of the edm objective"),
+        (["--cooldown", "1"], "need 0 <= --cooldown < 1"),
+        (["--cooldown-lr", "0"], "--cooldown-lr > 0"),
         (["--train-sigma-min", "2"], "need 0 < --train-sigma-min < --train-sigma-max"),
     ],
 )

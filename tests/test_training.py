@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,10 +14,14 @@ from scipy import stats
 from models import checkpoint, runstore, training
 from models.objectives import OBJECTIVES, get_objective, sigma_range
 from models.runstore import RunStore
-from models.training import TrainConfig, build_network, epoch_order, train
+from models.training import TrainConfig, build_network, epoch_order, learning_rate, train
 
 N_SIGMA = 20_000
 CUT = math.sqrt(0.02 / 1.5)  # the edm paper law cut at sigma_min = 0.02, sigma_max = 1.5
+
+
+def paper_cut_cdf(s):
+    return (np.sqrt(s / 1.5) - CUT) / (1 - CUT)
 
 
 def half_planes(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -90,11 +95,17 @@ def interrupt_after_first_checkpoint(monkeypatch):
         (
             "edm",
             {"law": "paper", "sigma_min": 0.02, "sigma_max": 1.5},
-            lambda s: (np.sqrt(s / 1.5) - CUT) / (1 - CUT),
+            paper_cut_cdf,
             lambda s: np.sqrt(s / 1.5),  # the same law without the cut
         ),
+        (
+            "edm",
+            {"law": "mixed", "mix": 0.3, "sigma_min": 0.02, "sigma_max": 1.5},
+            lambda s: 0.3 * stats.loguniform(0.02, 1.5).cdf(s) + 0.7 * paper_cut_cdf(s),
+            lambda s: 0.4 * stats.loguniform(0.02, 1.5).cdf(s) + 0.6 * paper_cut_cdf(s),
+        ),
     ],
-    ids=["paper", "kl", "edm-log-uniform", "edm-log-normal", "edm-paper-cut"],
+    ids=["paper", "kl", "edm-log-uniform", "edm-log-normal", "edm-paper-cut", "edm-mixed"],
 )
 def test_sigma_law(name, params, law, wrong):
     objective = get_objective(name, **params)
@@ -151,6 +162,13 @@ def test_loss_is_the_weighted_mse_of_the_drawn_noise():
             {"law": "paper", "sigma_min": 0.01, "sigma_max": 1.0, "sigma_d": 0.1},
             1 + (1 - 0.1**5) / (5 * (1 - 0.1)) / 0.01,
         ),  # sigma = v^2, v ~ U(0.1, 1): E[sigma^2] = E[v^4] = (1 - 0.1^5) / (5 (1 - 0.1))
+        (
+            "edm",
+            {"law": "mixed", "mix": 0.25, "sigma_min": 0.01, "sigma_max": 1.0, "sigma_d": 0.1},
+            1
+            + 0.25 * (1.0 - 1e-4) / (2 * math.log(100.0)) / 0.01
+            + 0.75 * (1 - 0.1**5) / (5 * (1 - 0.1)) / 0.01,
+        ),  # the mixture's E[sigma^2] is the mixture of the two above
     ],
 )
 def test_loss_of_identity_matches_closed_form(name, params, expected):
@@ -173,6 +191,8 @@ def test_objective_registry_and_keys():
         get_objective("kl", sigma_min=1.0, sigma_max=0.1)
     with pytest.raises(ValueError, match="unknown sigma law"):
         get_objective("edm", law="uniform")
+    with pytest.raises(ValueError, match="0 <= mix <= 1"):
+        get_objective("edm", law="mixed", mix=1.5)
     assert get_objective("kl", sigma_max=1).to_dict() == {
         "name": "kl",
         "sigma_min": 1e-3,
@@ -248,6 +268,44 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     history = train(resumed, images, config, tmp_path / "split", progress=False)
     assert [h["epoch"] for h in history] == [1, 2]
     assert same_weights(resumed, whole)
+
+
+def test_learning_rate_is_step_lr_then_cooldown():
+    config = tiny_config(lr=0.1, lr_step_epochs=2, lr_gamma=0.3, epochs=7, max_steps=19)
+    assert config.steps_per_epoch() == 3 and config.total_steps() == 19
+    # independent computation: torch's StepLR stepped once per epoch
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    step_lr = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.3)
+    expected = []
+    for _ in range(7):
+        expected += [optimizer.param_groups[0]["lr"]] * 3
+        optimizer.step()  # no gradient: changes nothing, keeps torch's call order
+        step_lr.step()
+    assert [learning_rate(config, k) for k in range(19)] == pytest.approx(expected[:19])
+    cooled = replace(config, cooldown_steps=4, cooldown_lr=1e-4)
+    assert [learning_rate(cooled, k) for k in range(19)] == pytest.approx(
+        expected[:15] + [1e-4] * 4
+    )
+    with pytest.raises(ValueError, match="cooldown_steps must be an integer >= 0"):
+        replace(config, cooldown_steps=-1)
+
+
+def test_resume_equals_uninterrupted_through_a_cooldown(tmp_path, monkeypatch):
+    images = half_planes(5)
+    config = tiny_config(cooldown_steps=4, cooldown_lr=3e-4)  # starts inside epoch 1
+    whole = build_network(config)
+    history = train(whole, images, config, tmp_path / "whole", progress=False)
+    assert [h["lr"] for h in history] == [3e-4, 3e-4]
+    interrupt_after_first_checkpoint(monkeypatch)
+    with pytest.raises(Interrupted):
+        train(build_network(config), images, config, tmp_path / "split", progress=False)
+    monkeypatch.undo()
+    resumed = build_network(config)
+    train(resumed, images, config, tmp_path / "split", progress=False)
+    assert same_weights(resumed, whole)
+    plain = build_network(config)
+    train(plain, images, replace(config, cooldown_steps=0), tmp_path / "plain", progress=False)
+    assert not same_weights(plain, whole)  # the cooldown changed the run
 
 
 def test_step_budget_stops_mid_epoch(tmp_path):
