@@ -215,8 +215,8 @@ def build_parser() -> Parser:
         choices=SIGMA_LAWS,
         default=None,
         help="edm objective: log-uniform sigma over the training range, EDM's log-normal "
-        "(ln sigma ~ N(-1.89, 1.2^2) for [0, 1] images) or the paper's sigma_max u^2 cut at "
-        "the range's lower end",
+        "(ln sigma ~ N(-1.89, 1.2^2) for [0, 1] images), the paper's sigma_max u^2 cut at "
+        "the range's lower end, or mixed (half log-uniform, half the cut paper law)",
     )
     g.add_argument("--batch-size", type=int, default=None, help="images per step")
     g.add_argument(

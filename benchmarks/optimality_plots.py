@@ -172,6 +172,7 @@ def objective_label(name: str, params: dict) -> str:
         "paper": f"= {high:g}·u² ≥ {low:g}",
         "log_uniform": f"log-uniform [{low:g}, {high:g}]",
         "log_normal": "log-normal",
+        "mixed": f"{params['mix']:g} log-uniform, rest {high:g}·u² ≥ {low:g}",
     }[law]
     return f"edm (σ {support}, σ_d = {params['sigma_d']:g})"
 

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from benchmarks.optimality import main
+from benchmarks.optimality_plots import objective_label
+from models.objectives import SIGMA_LAWS, get_objective
 
 TINY = ["--size", "16", "--n-test", "8", "--n-train", "20", "--sigmas", "0.01:1:5", "--no-progress"]
 NET = ["--channels", "4", "--blocks", "2", "--steps", "6", "--batch-size", "8"]
@@ -228,3 +230,10 @@ def test_shuffled_faces_leave_permutation_invariant_denoisers_unchanged(tmp_path
     # Wavelets use pixel neighbourhoods: shuffling the pixels hurts them at moderate σ.
     assert max(check["ratio"]["wavelet_db4_hard"]) > 1.2
     assert (out / "shuffled_faces.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("law", SIGMA_LAWS)
+def test_every_edm_law_has_a_legend_label(law):
+    params = get_objective("edm", law=law, sigma_min=1e-3, sigma_max=1.5).to_dict()
+    label = objective_label("edm", params)
+    assert label.startswith("edm (σ ") and "σ_d = 0.25" in label
