@@ -172,6 +172,10 @@ class CartoonFamily(GeneratedFamily):
     """C^α cartoons (``cartoon_images``); ``beta=None`` means β = α as in the paper."""
 
     name = "cartoons"
+    # The contour is a stationary periodic series with an even filter and symmetric noise,
+    # the textures are periodic and isotropic, the two intensity ranges swap with
+    # probability 1/2: mirroring either axis or shifting columns circularly keeps the law.
+    symmetries = ("flip_h", "flip_v", "roll_h")
 
     def __init__(
         self, size: int = 32, seed: int = 0, alpha: float = 2.0, beta: float | None = None

@@ -120,6 +120,8 @@ class GaussianCartoonFamily(CartoonFamily):
     """
 
     name = "cartoons_gaussian"
+    # The region below has mean μ_a and the one above μ_b: no up-down mirror.
+    symmetries = ("flip_h", "roll_h")
 
     def __init__(
         self,

@@ -131,6 +131,8 @@ class DiskFamily(GeneratedFamily):
     """Disks with θ drawn from ``disk_prior(size, free)``, rendered by ``render_disks``."""
 
     name = "disks"
+    # Centre bounds symmetric about the image centre; no circular shift (the disk never wraps).
+    symmetries = ("flip_h", "flip_v")
 
     def __init__(
         self, size: int = 32, seed: int = 0, free: str | Sequence[str] = DISK_PARAMETERS

@@ -42,9 +42,14 @@ class Family(ABC):
         Image side in pixels.
     seed : int
         Seed of every random choice (images, splits, permutations).
+    symmetries : tuple of str
+        Exact symmetries of the image distribution, named as in
+        ``models.symmetrized.SYMMETRIES`` (mirror flips, circular shifts): transformed images
+        have the law of the images. Empty when none is exact.
     """
 
     name: str = ""
+    symmetries: tuple[str, ...] = ()
 
     def __init__(self, size: int, seed: int = 0) -> None:
         self.size = check_int("size", size, 1)

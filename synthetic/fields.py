@@ -64,6 +64,8 @@ class GaussianFieldFamily(GeneratedFamily):
     """Stationary Gaussian fields (``gaussian_field_images``), not clipped to [0, 1]."""
 
     name = "gaussian"
+    # Stationary on the periodic grid with a spectrum even in each frequency coordinate.
+    symmetries = ("flip_h", "flip_v", "roll_h", "roll_v")
 
     def __init__(
         self,

@@ -101,19 +101,28 @@ def test_network_run_has_every_key_and_reuses_the_run_store(tmp_path):
     assert set(result["kl"]) >= {"sigma0", "value", "se", "kind"}
     assert result["kl"]["kind"] == "exact" and result["kl"]["reference"] == "wiener"
     assert result["kl_train"]["kind"] == "exact"
-    assert {"unet", "memorizer"} <= set(result["train"]["mse"])
+    # The gaussian family declares flips and circular shifts of both axes: 2 x 2 x 2 x 2.
+    assert result["network"]["symmetrized"]["group_order"] == 16
+    assert result["ratio_to_best_reference"]["denoiser"] == "unet_sym"
+    assert result["ratio_to_best_reference_raw"]["denoiser"] == "unet"
+    assert {"unet_sym", "unet"} <= set(result["mse"])
+    assert {"unet_sym", "memorizer"} <= set(result["train"]["mse"])
     # On its own training images the memorizer is exact: the network cannot beat it.
     train = result["train"]["mse"]
-    assert np.all(np.asarray(train["memorizer"]) <= np.asarray(train["unet"]) * (1 + 1e-6))
+    assert np.all(np.asarray(train["memorizer"]) <= np.asarray(train["unet_sym"]) * (1 + 1e-6))
     eff = result["effective_dimension"]
     assert len(eff["trace"]) == 5 and eff["method"] == "exact"  # d = 256
     for name in ("curves.png", "kl.png", "effective_dimension.png", "kl_check.png"):
         assert (out / "gaussian" / name).stat().st_size > 0
     runs_before = sorted(p.name for p in runs.iterdir())
     stamp = (runs / runs_before[0] / "model.pt").stat().st_mtime_ns
-    main(argv)  # second run: loaded from the store, not retrained
+    main([*argv, "--symmetry-shifts", "0"])  # loaded from the store, not retrained
     assert sorted(p.name for p in runs.iterdir()) == runs_before
     assert (runs / runs_before[0] / "model.pt").stat().st_mtime_ns == stamp
+    raw = _results(out, "gaussian")
+    assert raw["network"]["symmetrized"] is None and "unet_sym" not in raw["mse"]
+    # Same network, same noise: the raw curve is the one of the symmetrized run.
+    np.testing.assert_allclose(raw["mse"]["unet"], result["mse"]["unet"], rtol=1e-6)
 
 
 def test_objective_comparison_trains_all_three_on_one_budget(tmp_path):
@@ -149,6 +158,8 @@ def test_objective_comparison_trains_all_three_on_one_budget(tmp_path):
         (["--cooldown", "1"], "need 0 <= --cooldown < 1"),
         (["--cooldown-lr", "0"], "--cooldown-lr > 0"),
         (["--train-sigma-min", "2"], "need 0 < --train-sigma-min < --train-sigma-max"),
+        (["--symmetry-shifts", "3"], "--symmetry-shifts must be 0 or a divisor of the image"),
+        (["--symmetry-shifts", "-1"], "--symmetry-shifts must be 0 or a divisor of the image"),
     ],
 )
 def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, capsys, argv, message):
