@@ -1,13 +1,15 @@
 """How far is a trained denoiser from optimal, noise level by noise level.
 
 ``python -m benchmarks.optimality`` trains (or loads from the run store) a bias-free network
-on a family's training images and measures, on held-out images, the Monte Carlo risk (MSE,
-SSE, PSNR with standard errors) of the network and of every reference denoiser over a
-log-spaced σ grid; on training images it compares the network with the memorizer of its
-training set. It fits log-log slopes beside the minimax exponent 2α/(α+1), turns excess
-risk into the KL integral over the lower cut σ0 (DESIGN §4) with its kind (exact, upper
-bound or estimate), measures the network's effective dimension E tr ∇f(y), and writes
-``<out>/<family>/results.json``, ``curves.csv`` and PNG plots plus ``<out>/summary.csv``.
+on a family's training images, averages it over the family's exact symmetries
+(``models.symmetrized``), and measures, on held-out images, the Monte Carlo risk (MSE, SSE,
+PSNR with standard errors) of the averaged network, the network alone and every reference
+denoiser over a log-spaced σ grid; on training images it compares the network with the
+memorizer of its training set. It fits log-log slopes beside the minimax exponent
+2α/(α+1), turns excess risk into the KL integral over the lower cut σ0 (DESIGN §4) with its
+kind (exact, upper bound or estimate), measures the network's effective dimension
+E tr ∇f(y), and writes ``<out>/<family>/results.json``, ``curves.csv`` and PNG plots plus
+``<out>/summary.csv``.
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ of any denoiser f,
 
     f_G(y) = (1/|G|) Σ_{g ∈ G} g⁻¹ f(g y),
 
-is G-equivariant and never worse than f: by convexity
+is G-equivariant and its risk never exceeds f's: by convexity
 ‖f_G(y) − x‖² ≤ (1/|G|) Σ_g ‖g⁻¹ f(g y) − x‖² for every (x, y), and each term has the
-risk of f because (g x, g y) has the law of (x, y). The gain is the part of f's error that
-is not equivariant. Cycle spinning of wavelet thresholding (Coifman & Donoho, 1995) is the
-same average over circular shifts.
+risk of f because (g x, g y) has the law of (x, y) and g is orthogonal. The gain is the
+part of f's error that is not equivariant. Cycle spinning of wavelet thresholding (Coifman
+& Donoho, 1995) is the same average over circular shifts.
 """
 
 from __future__ import annotations
