@@ -70,6 +70,7 @@ PROFILES = {
         "lr_halvings": 2,
         "cooldown": 0.2,
         "cooldown_lr": 1e-4,
+        "ema_halflife": 0,
         "symmetry_shifts": 2,
         "n_train": 10000,
         "device": "cpu",
@@ -92,6 +93,7 @@ PROFILES = {
         "lr_halvings": 3,
         "cooldown": 0.2,
         "cooldown_lr": 5e-5,
+        "ema_halflife": 0,
         "symmetry_shifts": 2,
         "n_train": 100000,
         "device": "cuda",
@@ -202,6 +204,13 @@ def build_parser() -> Parser:
     )
     p.add_argument("--cooldown-lr", type=float, default=None, help="learning rate of the cooldown")
     p.add_argument(
+        "--ema-halflife",
+        type=int,
+        default=None,
+        help="the network is the moving average of its weights with this half-life in steps "
+        "(0: the last iterate)",
+    )
+    p.add_argument(
         "--symmetry-shifts",
         type=int,
         default=None,
@@ -288,6 +297,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
             "need 0 <= --cooldown < 1 (a fraction of the budget) and --cooldown-lr > 0 (got "
             f"{args.cooldown}, {args.cooldown_lr})"
         )
+    if args.ema_halflife < 0:
+        raise ValueError(f"--ema-halflife must be >= 0 steps (got {args.ema_halflife})")
     if args.symmetry_shifts < 0 or (args.symmetry_shifts and args.size % args.symmetry_shifts):
         raise ValueError(
             f"--symmetry-shifts must be 0 or a divisor of the image size {args.size} "
@@ -357,6 +368,7 @@ def train_config(args: argparse.Namespace, objective: str) -> TrainConfig:
         lr_gamma=0.5,
         cooldown_steps=round(args.cooldown * args.steps),
         cooldown_lr=args.cooldown_lr,
+        ema_halflife=args.ema_halflife,
         batch_size=args.batch_size,
         samples_per_epoch=epoch_steps * args.batch_size,
         epochs=args.lr_halvings + 1,

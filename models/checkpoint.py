@@ -37,20 +37,21 @@ def atomic_save(obj: object, path: str | Path) -> None:
 def save_checkpoint(
     path: str | Path,
     meta: dict,
-    net: nn.Module,
+    modules: dict[str, nn.Module],
     optimizer: torch.optim.Optimizer,
     generators: dict[str, torch.Generator],
     progress: dict,
 ) -> None:
     """Write everything a run needs to continue bit for bit, atomically.
 
-    ``meta`` identifies the run (configuration, data shape); ``progress`` holds counters and
-    history (plain JSON-like values).
+    ``meta`` identifies the run (configuration, data shape); ``modules`` names the modules
+    with state (the network, its weight average); ``progress`` holds counters and history
+    (plain JSON-like values).
     """
     atomic_save(
         {
             "meta": meta,
-            "model": net.state_dict(),
+            "modules": {name: module.state_dict() for name, module in modules.items()},
             "optimizer": optimizer.state_dict(),
             "generators": {name: g.get_state() for name, g in generators.items()},
             "progress": progress,
@@ -62,7 +63,7 @@ def save_checkpoint(
 def load_checkpoint(
     path: str | Path,
     meta: dict,
-    net: nn.Module,
+    modules: dict[str, nn.Module],
     optimizer: torch.optim.Optimizer,
     generators: dict[str, torch.Generator],
 ) -> dict:
@@ -74,7 +75,10 @@ def load_checkpoint(
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state["meta"] != meta:
             raise ValueError("its configuration differs")
-        net.load_state_dict(state["model"])
+        if set(state["modules"]) != set(modules):
+            raise ValueError("its modules differ")
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
         optimizer.load_state_dict(state["optimizer"])
         if set(state["generators"]) != set(generators):
             raise ValueError("its random generators differ")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from models.bfcnn import BFCNN
@@ -63,6 +64,13 @@ class TrainConfig:
         at the smallest sigma feels most: measured on the quick profile, 1000 steps at 1e-4
         after the step schedule cut the clean-image error ``|f(x) - x|**2`` from 8e-7 to
         3e-7 per pixel (README, issue 3).
+    ema_halflife : int
+        If positive, the trained network is the exponential moving average of the weights
+        (and of the batch-norm running scales) over the steps, ``w_ema <- beta w_ema +
+        (1 - beta) w`` with ``beta = 0.5**(1 / ema_halflife)``: the weight of a step halves
+        every ``ema_halflife`` steps (Karras et al., EDM, NeurIPS 2022, express it in images).
+        It averages out more of the noise the cooldown leaves (README, issue 3). 0: the
+        last iterate.
     batch_size, samples_per_epoch, epochs : int
         Images per step, images per epoch (the last batch of an epoch may be smaller),
         number of epochs.
@@ -88,6 +96,7 @@ class TrainConfig:
     lr_gamma: float = 0.5
     cooldown_steps: int = 0
     cooldown_lr: float = 1e-4
+    ema_halflife: int = 0
     batch_size: int = 512
     samples_per_epoch: int = 250_000
     epochs: int = 1000
@@ -116,10 +125,10 @@ class TrainConfig:
                 "need lr > 0, 0 < lr_gamma <= 1 and cooldown_lr > 0 (got "
                 f"{self.lr}, {self.lr_gamma}, {self.cooldown_lr})"
             )
-        if not (isinstance(self.cooldown_steps, int) and self.cooldown_steps >= 0):
-            raise ValueError(
-                f"cooldown_steps must be an integer >= 0 (got {self.cooldown_steps!r})"
-            )
+        counts = {"cooldown_steps": self.cooldown_steps, "ema_halflife": self.ema_halflife}
+        bad = {k: v for k, v in counts.items() if not (isinstance(v, int) and v >= 0)}
+        if bad:
+            raise ValueError(f"these settings must be integers >= 0: {bad}")
         try:
             torch.device(self.device)
         except RuntimeError as err:
@@ -174,6 +183,14 @@ def build_network(config: TrainConfig) -> nn.Module:
     return net.to(config.device)
 
 
+def weight_average(net: nn.Module, halflife: int) -> AveragedModel | None:
+    """The exponential moving average of ``net`` with this half-life in steps, or ``None``."""
+    if not halflife:
+        return None
+    decay = 0.5 ** (1 / halflife)
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def epoch_order(n: int, samples_per_epoch: int, generator: torch.Generator) -> torch.Tensor:
     """Indices of one epoch: the n training images tiled to ``samples_per_epoch`` and shuffled.
 
@@ -194,10 +211,11 @@ def train(
 
     Each epoch draws its images with :func:`epoch_order`, takes steps of ``batch_size``
     images with the loss of ``config.objective`` and Adam, writes ``out_dir/checkpoint.pt``
-    atomically (weights, optimizer, both random generators, counters, history); step k uses
-    the learning rate :func:`learning_rate` ``(config, k)``. An existing checkpoint of the
-    same configuration and data shape is resumed exactly; one that does not match raises
-    ``ValueError``.
+    atomically (weights and their average, optimizer, both random generators, counters,
+    history); step k uses the learning rate :func:`learning_rate` ``(config, k)``. An existing
+    checkpoint of the same configuration and data shape is resumed exactly; one that does not
+    match raises ``ValueError``. With ``config.ema_halflife`` the weight average is copied
+    into ``net`` at the end.
 
     Returns
     -------
@@ -220,6 +238,8 @@ def train(
     images = images.to(device)
     objective = config.make_objective()
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    average = weight_average(net, config.ema_halflife)
+    modules = {"model": net} | ({"average": average} if average is not None else {})
     _, data_seed, noise_seed = seeds(config.seed)
     generators = {
         "data": torch.Generator().manual_seed(data_seed),
@@ -231,7 +251,7 @@ def train(
     meta = {"config": config.to_dict(), "images": list(images.shape)}
     state = {"epoch": 0, "step": 0, "history": []}
     if path.exists():
-        state = load_checkpoint(path, meta, net, optimizer, generators)
+        state = load_checkpoint(path, meta, modules, optimizer, generators)
 
     n, per_epoch, batch = images.shape[0], config.samples_per_epoch, config.batch_size
     steps_per_epoch, max_steps = config.steps_per_epoch(), config.total_steps()
@@ -260,6 +280,8 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, state["step"])
             optimizer.step()
+            if average is not None:
+                average.update_parameters(net)
             psnr = -10 * torch.log10(mse.detach().clamp_min(1e-12)).mean()
             sums += torch.stack([loss.detach(), psnr])
             taken += 1
@@ -291,7 +313,9 @@ def train(
                 "img_per_s": min(taken * batch, per_epoch) / wall,
             }
         )
-        save_checkpoint(path, meta, net, optimizer, generators, state)
+        save_checkpoint(path, meta, modules, optimizer, generators, state)
     bar.close()
+    if average is not None:
+        net.load_state_dict(average.module.state_dict())
     net.eval()
     return state["history"]

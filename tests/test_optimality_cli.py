@@ -78,8 +78,9 @@ def test_references_only_run_writes_valid_results(tmp_path):
 def test_network_run_has_every_key_and_reuses_the_run_store(tmp_path):
     out, runs = tmp_path / "out", tmp_path / "runs"
     argv = ["--family", "gaussian", *TINY, *NET, "--runs", str(runs), "--out", str(out)]
-    main(argv)
+    main([*argv, "--ema-halflife", "2"])
     result = _results(out, "gaussian")
+    assert result["network"]["config"]["ema_halflife"] == 2
     for key in (
         "family",
         "params",
@@ -116,7 +117,7 @@ def test_network_run_has_every_key_and_reuses_the_run_store(tmp_path):
         assert (out / "gaussian" / name).stat().st_size > 0
     runs_before = sorted(p.name for p in runs.iterdir())
     stamp = (runs / runs_before[0] / "model.pt").stat().st_mtime_ns
-    main([*argv, "--symmetry-shifts", "0"])  # loaded from the store, not retrained
+    main([*argv, "--ema-halflife", "2", "--symmetry-shifts", "0"])  # loaded, not retrained
     assert sorted(p.name for p in runs.iterdir()) == runs_before
     assert (runs / runs_before[0] / "model.pt").stat().st_mtime_ns == stamp
     raw = _results(out, "gaussian")
@@ -157,6 +158,7 @@ def test_objective_comparison_trains_all_three_on_one_budget(tmp_path):
         (["--objective", "kl", "--sigma-mix", "0.5"], "option of the edm objective"),
         (["--cooldown", "1"], "need 0 <= --cooldown < 1"),
         (["--cooldown-lr", "0"], "--cooldown-lr > 0"),
+        (["--ema-halflife", "-1"], "--ema-halflife must be >= 0 steps"),
         (["--train-sigma-min", "2"], "need 0 < --train-sigma-min < --train-sigma-max"),
         (["--symmetry-shifts", "3"], "--symmetry-shifts must be 0 or a divisor of the image"),
         (["--symmetry-shifts", "-1"], "--symmetry-shifts must be 0 or a divisor of the image"),

@@ -286,13 +286,15 @@ def test_learning_rate_is_step_lr_then_cooldown():
     assert [learning_rate(cooled, k) for k in range(19)] == pytest.approx(
         expected[:15] + [1e-4] * 4
     )
-    with pytest.raises(ValueError, match="cooldown_steps must be an integer >= 0"):
+    with pytest.raises(ValueError, match="integers >= 0: {'cooldown_steps': -1}"):
         replace(config, cooldown_steps=-1)
 
 
-def test_resume_equals_uninterrupted_through_a_cooldown(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema_halflife", [0, 2])
+def test_resume_equals_uninterrupted_through_a_cooldown(tmp_path, monkeypatch, ema_halflife):
     images = half_planes(5)
-    config = tiny_config(cooldown_steps=4, cooldown_lr=3e-4)  # starts inside epoch 1
+    # the cooldown starts inside epoch 1; the weight average must resume too
+    config = tiny_config(cooldown_steps=4, cooldown_lr=3e-4, ema_halflife=ema_halflife)
     whole = build_network(config)
     history = train(whole, images, config, tmp_path / "whole", progress=False)
     assert [h["lr"] for h in history] == [3e-4, 3e-4]
@@ -306,6 +308,30 @@ def test_resume_equals_uninterrupted_through_a_cooldown(tmp_path, monkeypatch):
     plain = build_network(config)
     train(plain, images, replace(config, cooldown_steps=0), tmp_path / "plain", progress=False)
     assert not same_weights(plain, whole)  # the cooldown changed the run
+
+
+def test_weight_average_is_the_exponential_average_of_the_iterates(tmp_path, monkeypatch):
+    halflife, images = 2, half_planes(5)
+    config = tiny_config(ema_halflife=halflife)
+    net, iterates = build_network(config), []
+
+    class Recording(torch.optim.Adam):
+        def step(self, *args, **kwargs):
+            super().step(*args, **kwargs)
+            iterates.append({k: v.clone() for k, v in net.state_dict().items()})
+
+    monkeypatch.setattr(torch.optim, "Adam", Recording)
+    train(net, images, config, tmp_path, progress=False)
+    assert len(iterates) == config.total_steps() == 6
+    # closed form: the first iterate weighs beta**(T-1), iterate t > 1 weighs (1-beta) beta**(T-t)
+    beta, n = 0.5 ** (1 / halflife), len(iterates)
+    weights = [beta ** (n - 1)] + [(1 - beta) * beta ** (n - t) for t in range(2, n + 1)]
+    assert sum(weights) == pytest.approx(1)
+    assert weights[-1 - halflife] == pytest.approx(weights[-1] / 2)  # the half-life
+    for name, value in net.state_dict().items():
+        expected = sum(w * it[name] for w, it in zip(weights, iterates, strict=True))
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-7)
+    assert not all(torch.equal(iterates[-1][k], v) for k, v in net.state_dict().items())
 
 
 def test_step_budget_stops_mid_epoch(tmp_path):
