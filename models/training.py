@@ -69,7 +69,8 @@ class TrainConfig:
         (and of the batch-norm running scales) over the steps, ``w_ema <- beta w_ema +
         (1 - beta) w`` with ``beta = 0.5**(1 / ema_halflife)``: the weight of a step halves
         every ``ema_halflife`` steps (Karras et al., EDM, NeurIPS 2022, express it in images).
-        It averages out more of the noise the cooldown leaves (README, issue 3). 0: the
+        On the quick profile a half-life of 100 steps lowered the error at sigma = 1 by up to
+        4 % and moved sigma = 1e-3 by -14 to +14 % over five seeds (README, issue 3). 0: the
         last iterate.
     batch_size, samples_per_epoch, epochs : int
         Images per step, images per epoch (the last batch of an epoch may be smaller),
