@@ -4,8 +4,9 @@ The loop follows the paper (Kadkhodaie et al., ICLR 2024, Appendix A): every epo
 network ``samples_per_epoch`` images drawn by tiling the training set and shuffling (so a set
 of any size n gets the same exposure; the paper uses 250,000), Adam with the learning rate
 halved every ``lr_step_epochs`` epochs, and the loss of a chosen :mod:`models.objectives`
-objective, optionally ending with a short cooldown at a low learning rate. A checkpoint is
-written atomically after every epoch and a run resumes from it bit for bit.
+objective, optionally ending with a short cooldown at a low learning rate and returning an
+exponential moving average of the weights. A checkpoint is written atomically after every
+epoch and a run resumes from it bit for bit.
 """
 
 from __future__ import annotations
