@@ -111,15 +111,19 @@ class TrainConfig:
         network_params(self.network, self.network_params)
         self.make_objective()
         counts = {
-            "lr_step_epochs": self.lr_step_epochs,
-            "batch_size": self.batch_size,
-            "samples_per_epoch": self.samples_per_epoch,
-            "epochs": self.epochs,
-            "max_steps": 1 if self.max_steps is None else self.max_steps,
+            1: {
+                "lr_step_epochs": self.lr_step_epochs,
+                "batch_size": self.batch_size,
+                "samples_per_epoch": self.samples_per_epoch,
+                "epochs": self.epochs,
+                "max_steps": 1 if self.max_steps is None else self.max_steps,
+            },
+            0: {"cooldown_steps": self.cooldown_steps, "ema_halflife": self.ema_halflife},
         }
-        bad = {k: v for k, v in counts.items() if not (isinstance(v, int) and v >= 1)}
-        if bad:
-            raise ValueError(f"these settings must be integers >= 1: {bad}")
+        for minimum, settings in counts.items():
+            bad = {k: v for k, v in settings.items() if not (isinstance(v, int) and v >= minimum)}
+            if bad:
+                raise ValueError(f"these settings must be integers >= {minimum}: {bad}")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ValueError(f"seed must be an integer >= 0 (got {self.seed!r})")
         if not (self.lr > 0 and 0 < self.lr_gamma <= 1 and self.cooldown_lr > 0):
@@ -127,10 +131,6 @@ class TrainConfig:
                 "need lr > 0, 0 < lr_gamma <= 1 and cooldown_lr > 0 (got "
                 f"{self.lr}, {self.lr_gamma}, {self.cooldown_lr})"
             )
-        counts = {"cooldown_steps": self.cooldown_steps, "ema_halflife": self.ema_halflife}
-        bad = {k: v for k, v in counts.items() if not (isinstance(v, int) and v >= 0)}
-        if bad:
-            raise ValueError(f"these settings must be integers >= 0: {bad}")
         try:
             torch.device(self.device)
         except RuntimeError as err:
