@@ -1,12 +1,32 @@
-"""Command-line pieces shared by the experiments: one-line errors and σ grids."""
+"""Command-line pieces shared by the experiments: exit statuses, checks, σ grids.
+
+Every command runs through :func:`run_command`, which gives the same guarantees everywhere:
+
+- exit status 2: an option error, found before any work (one line naming the fix);
+- exit status 1: a fault during the run (one line naming the cause and the file or option);
+- exit status 130: Ctrl-C; a training run writes its checkpoint first, and the same command
+  resumes it.
+
+``--debug`` shows the traceback instead of the one line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
+from models.training import TrainingInterrupted
 from theory.sigma import check_sigma
+
+Prepared = TypeVar("Prepared")
+Result = TypeVar("Result")
 
 
 class Parser(argparse.ArgumentParser):
@@ -15,9 +35,77 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(**kwargs)
+        self.add_argument(
+            "--debug", action="store_true", help="show the full traceback of a failure"
+        )
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run_command(
+    parser: Parser,
+    argv: list[str] | None,
+    prepare: Callable[[argparse.Namespace], Prepared],
+    work: Callable[[Prepared], Result],
+) -> Result:
+    """Parse ``argv``, validate everything with ``prepare``, then do the ``work``.
+
+    ``prepare`` must check every option and build what the work needs without doing it;
+    its ``ValueError``, ``FileNotFoundError`` or ``NotADirectoryError`` is an option error
+    (exit 2). Any exception of ``work`` is a fault (exit 1); Ctrl-C exits 130.
+    """
+    args = parser.parse_args(argv)
+    try:
+        prepared = prepare(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+        if args.debug:
+            raise
+        parser.error(_one_line(err))
+    try:
+        return work(prepared)
+    except TrainingInterrupted as err:
+        _stop(
+            parser,
+            130,
+            f"interrupted at training step {err.step}; checkpoint {err.checkpoint} written: "
+            "run the same command again to resume",
+        )
+    except KeyboardInterrupt:
+        _stop(parser, 130, "interrupted: run the same command again (finished runs are kept)")
+    except Exception as err:
+        if args.debug:
+            raise
+        _stop(parser, 1, f"failed: {_one_line(err)} (--debug shows the traceback)")
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _stop(parser: Parser, status: int, message: str):
+    sys.stderr.write(f"{parser.prog}: {message}\n")
+    raise SystemExit(status)
+
+
+def check_writable(folder: str | os.PathLike, option: str) -> Path:
+    """Create ``folder`` if needed and check that files can be written in it.
+
+    A real write is attempted (permission bits do not stop root); ``ValueError`` names the
+    option and the fix.
+    """
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ValueError(
+            f"cannot write to {option} {folder} ({reason}): choose another folder"
+        ) from None
+    return path
 
 
 def parse_sigmas(text: str) -> np.ndarray:
@@ -36,9 +124,12 @@ def parse_sigmas(text: str) -> np.ndarray:
         check_sigma(values)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+    values = np.unique(values)
     if len(values) < 3:
-        raise argparse.ArgumentTypeError("need at least 3 noise levels to fit slopes")
-    return np.unique(values)
+        raise argparse.ArgumentTypeError(
+            f"need at least 3 distinct noise levels to fit slopes (got {text!r})"
+        )
+    return values
 
 
 def parse_window(text: str) -> tuple[float, float]:

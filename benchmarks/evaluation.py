@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.protocol import Denoiser
+from theory.protocol import Denoiser
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,6 @@ def risk_curves(
     images: torch.Tensor,
     sigmas: Sequence[float],
     seed: int,
-    batch_size: int = 256,
     progress: bool = True,
     desc: str = "evaluating",
 ) -> RiskCurves:
@@ -59,13 +58,13 @@ def risk_curves(
 
     Parameters
     ----------
-    denoisers : mapping from name to denoiser ``f(y, sigma)``. An oracle (attribute
-        ``oracle = True``, e.g. the genie that knows each image's mask) is called as
-        ``f(y, sigma, index)`` with ``index`` the slice of ``images`` in the batch.
+    denoisers : mapping from name to denoiser ``f(y, sigma)``, each called once per σ on the
+        whole image set (so a denoiser bound to these images, like the genie bound to their
+        masks, is called like any other).
     images : tensor ``(n, 1, H, W)`` of clean images in [0, 1], on the evaluation device.
     sigmas : noise standard deviations in pixel units.
-    seed : the noise at the j-th σ is drawn from a generator seeded with ``(seed, j)``.
-    batch_size : images per call of a denoiser.
+    seed : the noise at the j-th σ is drawn from a generator seeded with
+        ``SeedSequence([seed, j])``, the same noise for every denoiser.
     """
     sigma = np.asarray(sigmas, dtype=float)
     n, d = images.shape[0], images[0].numel()
@@ -78,11 +77,8 @@ def risk_curves(
         noise = torch.randn(images.shape, generator=gen).to(images)
         y = images + float(s) * noise
         for name, f in denoisers.items():
-            for start in range(0, n, batch_size):
-                sl = slice(start, min(start + batch_size, n))
-                out = f(y[sl], float(s), sl) if getattr(f, "oracle", False) else f(y[sl], float(s))
-                err = (out - images[sl]).flatten(1).double()
-                sse[name][j, sl] = (err * err).sum(1).cpu().numpy()
+            err = (f(y, float(s)) - images).flatten(1).double()
+            sse[name][j] = (err * err).sum(1).cpu().numpy()
             steps.update()
     steps.close()
     return RiskCurves(sigma=sigma, sse=sse, d=d)

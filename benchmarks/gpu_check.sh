@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# GPU check of the paper profile (issue "learned denoisers", item 5), one prepared script:
-# training throughput of the fast path (bf16 autocast + channels_last) against plain fp32 on
-# the same card, then the paper profile (80x80, the paper's 7.66 M-parameter UNet) on C^alpha
-# for alpha in {1, 2, 4} with a fixed step budget each. Everything lands in one archive
-# under $OUT (the device tool brings back at most 8 files).
+# GPU check of the paper profile, one prepared script: training throughput of the fast path
+# (bf16 autocast + channels_last) against plain fp32 on the same card, then the paper profile
+# (80x80, the paper's 7.66 M-parameter UNet) on C^alpha for alpha in {1, 2, 4} with a fixed
+# step budget each, always trained (--retrain: never the shipped weights). Everything lands
+# in one archive under $OUT, so that a run cut short still brings back what it finished.
 #   OUT=/tmp/check bash benchmarks/gpu_check.sh            # on the GPU machine
 #   TINY=1 OUT=/tmp/check bash benchmarks/gpu_check.sh     # CPU rehearsal at tiny size
 set -uo pipefail  # no -e: one failed step must not lose the others' results
@@ -28,7 +28,8 @@ python3 -m benchmarks.speed --device "$device" "${speed[@]}" --out "$work/speed"
 archive
 for alpha in 1 2 4; do
     python3 -m benchmarks.optimality --profile paper --device "$device" --alpha "$alpha" \
-        "${paper[@]}" --runs "$work/runs" --out "$work/paper_alpha$alpha" --no-progress 2>&1 \
+        "${paper[@]}" --retrain --runs "$work/runs" --out "$work/paper_alpha$alpha" \
+        --no-progress 2>&1 \
         | tee "$work/paper_alpha$alpha.log" | grep -v Warning
     archive
 done

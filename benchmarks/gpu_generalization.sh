@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# GPU check of the memorization -> generalization sweep (issue "memorization to
-# generalization", item 5), one prepared script: the default family (Gaussian fields) at
-# 64x64 with n in {1, 100, 10^4}, a 32-channel UNet, 1500 steps of 128 per network, sized to
-# finish within 10 minutes on one H100. Everything lands in one archive under $OUT.
-#   OUT=/tmp/check bash benchmarks/gpu_generalization.sh           # on the GPU machine
-#   TINY=1 OUT=/tmp/check bash benchmarks/gpu_generalization.sh    # CPU rehearsal at tiny size
+# GPU check of the memorization -> generalization sweep (python -m benchmarks.generalization),
+# one prepared script: the default family (Gaussian fields) at 64x64 with n in {1, 100, 10^4},
+# a 32-channel UNet, 1500 steps of 128 per network, sized to finish within 10 minutes on one
+# H100. Everything but the trained networks lands in one archive under $OUT.
+#   OUT=out/check bash benchmarks/gpu_generalization.sh           # on the GPU machine
+#   TINY=1 OUT=out/check bash benchmarks/gpu_generalization.sh    # CPU rehearsal at tiny size
 set -uo pipefail  # no -e: a failed sweep must still archive its log
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to the output folder}

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import datetime
+import importlib.metadata
 import io
 import json
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +19,8 @@ import numpy as np
 import torch
 
 from models.checkpoint import atomic_write
+
+__all__ = ["atomic_write", "provenance", "save_figure", "write_csv", "write_json"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -55,24 +60,75 @@ def save_figure(path: str | os.PathLike, fig) -> None:
     plt.close(fig)
 
 
-def provenance(device: str | torch.device) -> dict:
-    """Describe the machine and the command line, for every result file."""
+# Distributions whose versions every result records (the project and what it runs on).
+DEPENDENCIES = (
+    "gahb-toolkit",
+    "torch",
+    "numpy",
+    "scipy",
+    "PyWavelets",
+    "scikit-image",
+    "matplotlib",
+    "tqdm",
+    "curvelets",
+)
+
+
+def provenance(device: str | torch.device, options: dict | None = None) -> dict:
+    """Describe the code, the machine, the command and its resolved options, for every result.
+
+    ``git`` holds the commit of the working tree and whether it had uncommitted changes
+    (None outside a git checkout); ``versions`` the installed version of every dependency;
+    ``options`` the configuration the run resolved (profile defaults and command line).
+    """
     return {
         "command": "python -m " + " ".join([_module_name()] + sys.argv[1:]),
+        "options": options,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git": git_state(),
+        "versions": {name: _version(name) for name in DEPENDENCIES},
         "device": str(device),
         "machine": {
             "node": platform.node(),
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
+            "python": platform.python_version(),
             "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         },
     }
 
 
+def git_state() -> dict | None:
+    """The commit of the project's checkout and whether its tree is dirty (None if unknown)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _module_name() -> str:
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    return spec.name if spec is not None else Path(sys.argv[0]).name
+    if spec is None:
+        return Path(sys.argv[0]).name
+    return spec.name.removesuffix(".__main__")

@@ -4,7 +4,7 @@
 several α and image sizes, the Monte Carlo MSE on held-out images of orthogonal wavelet,
 translation-invariant wavelet, curvelet and bandlet thresholding (hard, 3σ) over a
 log-spaced σ grid; fits log-log slopes with confidence intervals on a stated σ window and
-local slopes over 3-point runs, against the minimax exponent 2α/(α+1) (DESIGN §4). Writes
+local slopes over 3-point runs, against the minimax exponent 2α/(α+1) (``theory.rates``). Writes
 ``<out>/results.json``, ``<out>/rates.csv``, ``<out>/mse.png`` and
 ``<out>/local_slopes.png``; prints a table with the MSE ratios to orthogonal wavelets at
 the smallest and largest σ.
@@ -15,31 +15,102 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.cli import Parser, parse_sigmas, parse_window
+from benchmarks.common import derive_seed
 from benchmarks.evaluation import risk_curves
 from benchmarks.output import provenance, save_figure, write_csv, write_json
 from models.bandlets import BandletThreshold
 from models.curvelets import CurveletThreshold
-from models.protocol import Denoiser
+from models.references import TI_SHIFTS, cycle_spun
 from models.wavelets import WaveletThreshold
 from synthetic import get_family
+from theory.protocol import Denoiser
 from theory.rates import fit_power_law, local_slopes, minimax_exponent
 
-# Every reference thresholds at 3σ (hard); ratios are taken against "wavelet".
+# Every reference thresholds at 3σ (hard); ratios are taken against "wavelet". The
+# translation-invariant versions average over 4 x 4 circular shifts (cycle spinning).
 DENOISERS: dict[str, Callable[[], Denoiser]] = {
     "wavelet": lambda: WaveletThreshold("db4", mode="hard", factor=3.0),
-    "ti_wavelet": lambda: WaveletThreshold("db4", mode="hard", factor=3.0, shifts=4),
+    "ti_wavelet": lambda: cycle_spun(
+        WaveletThreshold("db4", mode="hard", factor=3.0),
+        TI_SHIFTS,
+        f"ti_wavelet_db4_hard_{TI_SHIFTS}x{TI_SHIFTS}",
+    ),
     "curvelet": lambda: CurveletThreshold(factor=3.0, mode="hard"),
     "bandlet": lambda: BandletThreshold(wavelet="db4", factor=3.0),
-    "ti_bandlet": lambda: BandletThreshold(wavelet="db4", factor=3.0, shifts=4),
+    "ti_bandlet": lambda: cycle_spun(
+        BandletThreshold(wavelet="db4", factor=3.0),
+        TI_SHIFTS,
+        f"ti_bandlet_db4_{TI_SHIFTS}x{TI_SHIFTS}",
+    ),
 }
 DEFAULT_DENOISERS = "wavelet,ti_wavelet,curvelet,bandlet"
 BASELINE = "wavelet"
+
+
+@dataclass(frozen=True)
+class RatesConfig:
+    """Everything one run of ``python -m benchmarks.rates`` depends on (numbers checked on
+    construction, ``ValueError`` naming the option and the fix).
+
+    Attributes
+    ----------
+    alphas : regularities α > 0 of the C^α cartoons (β = α).
+    sizes : image sides in pixels.
+    n_images : held-out images per size: one count for every size, or one per size.
+    sigmas : noise levels (pixel units); ``window`` the σ window of the slope fits.
+    denoisers : keys of :data:`DENOISERS`.
+    seed : root seed: images, and the noise of block (α index i, size s) from
+        ``derive_seed(seed, i, s)``.
+    out, progress : output folder, progress bars.
+    """
+
+    alphas: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)
+    sizes: tuple[int, ...] = (64, 128, 256)
+    n_images: tuple[int, ...] = (12,)
+    sigmas: tuple[float, ...] = tuple(parse_sigmas("0.0025:0.32:9").tolist())
+    window: tuple[float, float] = (0.01, 0.16)
+    denoisers: tuple[str, ...] = tuple(DEFAULT_DENOISERS.split(","))
+    seed: int = 0
+    out: str = "out/rates"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("alphas", "sizes", "n_images", "sigmas", "window", "denoisers"):
+            object.__setattr__(self, key, tuple(np.asarray(getattr(self, key)).tolist()))
+        object.__setattr__(self, "out", str(self.out))
+        for alpha in self.alphas:
+            minimax_exponent(alpha)
+        if len(self.n_images) not in (1, len(self.sizes)):
+            raise ValueError(
+                f"--n-images needs one number or one per size ({len(self.sizes)}), "
+                f"got {len(self.n_images)}"
+            )
+        if min(self.n_images) < 2:
+            raise ValueError(
+                f"--n-images must be >= 2 for standard errors (got {list(self.n_images)})"
+            )
+        sigma = np.asarray(self.sigmas)
+        inside = int(np.sum((sigma >= self.window[0]) & (sigma <= self.window[1])))
+        if inside < 3:
+            raise ValueError(
+                f"--window {self.window[0]:g},{self.window[1]:g} holds {inside} of the noise "
+                "levels; a slope with a CI needs >= 3: widen it or refine --sigmas"
+            )
+        for key in self.denoisers:
+            if key not in DENOISERS:
+                raise ValueError(f"unknown denoiser {key!r}; choose from: {', '.join(DENOISERS)}")
+
+    def counts(self) -> dict[int, int]:
+        """Held-out images per size."""
+        counts = self.n_images * (len(self.sizes) if len(self.n_images) == 1 else 1)
+        return dict(zip(self.sizes, counts, strict=True))
 
 
 def _floats(text: str) -> list[float]:
@@ -57,74 +128,68 @@ def _ints(text: str) -> list[int]:
 
 
 def build_parser() -> Parser:
+    d = RatesConfig()
     p = Parser(prog="python -m benchmarks.rates", description=__doc__.split("\n\n")[1])
     p.add_argument(
-        "--alphas", type=_floats, default=[1.0, 2.0, 3.0, 4.0], help="regularities α > 0, a,b,c"
+        "--alphas", type=_floats, default=list(d.alphas), help="regularities α > 0, a,b,c"
     )
     p.add_argument(
         "--sizes",
         type=_ints,
-        default=[64, 128, 256],
+        default=list(d.sizes),
         help="image sides in pixels, even and divisible as the denoisers need (powers of 2)",
     )
     p.add_argument(
         "--n-images",
         type=_ints,
-        default=[12],
+        default=list(d.n_images),
         help="held-out images per size: one number for every size or one per size (>= 2)",
     )
     p.add_argument(
         "--sigmas",
         type=parse_sigmas,
-        default=parse_sigmas("0.0025:0.32:9"),
+        default=np.asarray(d.sigmas),
         help="noise levels in pixel units: lo:hi:n log-spaced, or a list a,b,c",
     )
     p.add_argument(
         "--window",
         type=parse_window,
-        default=(0.01, 0.16),
+        default=d.window,
         help="sigma window lo,hi of the fitted slopes (>= 3 noise levels inside)",
     )
     p.add_argument(
         "--denoisers",
-        default=DEFAULT_DENOISERS,
+        default=",".join(d.denoisers),
         help=f"comma-separated subset of {', '.join(DENOISERS)} (ti_bandlet: 16x the cost)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of images and noise")
-    p.add_argument("--out", default="out/rates", help="output folder")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of images and noise")
+    p.add_argument("--out", default=d.out, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
 
-def check_args(args: argparse.Namespace) -> dict[str, Denoiser]:
-    """Validate every option before any work; return the denoisers by key.
+def config_from_args(args: argparse.Namespace) -> RatesConfig:
+    """The validated configuration of the parsed options."""
+    return RatesConfig(
+        alphas=args.alphas,
+        sizes=args.sizes,
+        n_images=args.n_images,
+        sigmas=args.sigmas,
+        window=args.window,
+        denoisers=args.denoisers.split(","),
+        seed=args.seed,
+        out=args.out,
+        progress=not args.no_progress,
+    )
 
-    Each denoiser is tried on one image of each size, so a size it cannot take fails here
-    (the curvelet calibration this builds is cached and reused).
-    """
-    for alpha in args.alphas:
-        minimax_exponent(alpha)
-    if len(args.n_images) not in (1, len(args.sizes)):
-        raise ValueError(
-            f"--n-images needs one number or one per size ({len(args.sizes)}), "
-            f"got {len(args.n_images)}"
-        )
-    if min(args.n_images) < 2:
-        raise ValueError(f"--n-images must be >= 2 for standard errors (got {args.n_images})")
-    inside = int(np.sum((args.sigmas >= args.window[0]) & (args.sigmas <= args.window[1])))
-    if inside < 3:
-        raise ValueError(
-            f"--window {args.window[0]:g},{args.window[1]:g} holds {inside} of the noise "
-            "levels; a slope with a CI needs >= 3: widen it or refine --sigmas"
-        )
-    keys = args.denoisers.split(",")
-    for key in keys:
-        if key not in DENOISERS:
-            raise ValueError(f"unknown denoiser {key!r}; choose from: {', '.join(DENOISERS)}")
-    denoisers = {key: DENOISERS[key]() for key in keys}
-    for size in args.sizes:
-        for alpha in args.alphas:
-            get_family("cartoons", size=size, seed=args.seed, alpha=alpha)
+
+def build_denoisers(config: RatesConfig) -> dict[str, Denoiser]:
+    """The denoisers by key, each tried on one image of each size (so a size it cannot take
+    fails before any work; the curvelet calibration this builds is cached and reused)."""
+    denoisers = {key: DENOISERS[key]() for key in config.denoisers}
+    for size in config.sizes:
+        for alpha in config.alphas:
+            get_family("cartoons", size=size, seed=config.seed, alpha=alpha)
         probe = torch.full((1, 1, size, size), 0.5)
         for key, f in denoisers.items():
             try:
@@ -153,29 +218,23 @@ def curve_record(
     }
 
 
-def run(args: argparse.Namespace, denoisers: dict[str, Denoiser]) -> dict:
+def run(config: RatesConfig, denoisers: dict[str, Denoiser]) -> dict:
     """Measure every (α, size) block and return the results dictionary."""
     start = time.perf_counter()
-    sigma = np.asarray(args.sigmas, dtype=float)
-    counts = (
-        args.n_images if len(args.n_images) == len(args.sizes) else args.n_images * len(args.sizes)
-    )
-    n_images = dict(zip(args.sizes, counts, strict=True))
+    sigma = np.asarray(config.sigmas, dtype=float)
+    n_images = config.counts()
     records, blocks = [], []
-    for a_index, alpha in enumerate(args.alphas):
-        for size in args.sizes:
+    for a_index, alpha in enumerate(config.alphas):
+        for size in config.sizes:
             block_start = time.perf_counter()
-            family = get_family("cartoons", size=size, seed=args.seed, alpha=alpha)
+            family = get_family("cartoons", size=size, seed=config.seed, alpha=alpha)
             images = family.images("test", n_images[size])
-            noise_seed = int(
-                np.random.SeedSequence([args.seed, a_index, size]).generate_state(1)[0]
-            )
             curves = risk_curves(
                 denoisers,
                 images,
                 sigma,
-                noise_seed,
-                progress=not args.no_progress,
+                derive_seed(config.seed, a_index, size),
+                progress=config.progress,
                 desc=f"alpha={alpha:g} size={size}",
             )
             block = [
@@ -187,7 +246,7 @@ def run(args: argparse.Namespace, denoisers: dict[str, Denoiser]) -> dict:
                     sigma,
                     curves.mse(key),
                     curves.mse_se(key),
-                    args.window,
+                    config.window,
                 )
                 for key, f in denoisers.items()
             ]
@@ -202,20 +261,20 @@ def run(args: argparse.Namespace, denoisers: dict[str, Denoiser]) -> dict:
     return {
         "family": "cartoons",
         "beta": "equal to alpha",
-        "alphas": args.alphas,
-        "sizes": args.sizes,
+        "alphas": list(config.alphas),
+        "sizes": list(config.sizes),
         "n_images": {str(s): n for s, n in n_images.items()},
         "sigma": sigma,
-        "window": list(args.window),
-        "seed": args.seed,
+        "window": list(config.window),
+        "seed": config.seed,
         "denoisers": {key: f.name for key, f in denoisers.items()},
         "errors": "mse per pixel on held-out test images; mse_se its Monte Carlo standard error "
         "over images; slopes of ln mse on ln sigma (95% CI) on the window; local slopes over "
         "3 consecutive noise levels",
-        "minimax_exponent": {f"{a:g}": minimax_exponent(a) for a in args.alphas},
+        "minimax_exponent": {f"{a:g}": minimax_exponent(a) for a in config.alphas},
         "curves": records,
         "blocks": blocks,
-        **provenance("cpu"),
+        **provenance("cpu", options=asdict(config)),
         "wall_s": time.perf_counter() - start,
     }
 
@@ -312,21 +371,23 @@ def print_table(result: dict) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        denoisers = check_args(args)
+        config = config_from_args(args)
+        denoisers = build_denoisers(config)
     except (ValueError, RuntimeError) as err:
         parser.error(str(err))
-    out = Path(args.out)
-    result = run(args, denoisers)
+    out = Path(config.out)
+    result = run(config, denoisers)
     header, rows = csv_rows(result)
     write_csv(out / "rates.csv", header, rows)
     plot(result, out)
     write_json(out / "results.json", result)
     print_table(result)
     print(f"\nwrote {out}/results.json, rates.csv, mse.png and local_slopes.png")
+    return result
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ depends on how many training images keep a weight above eps / n. This benchmark 
 on B noisy test images against n training images at a few noise levels, beside one
 float32 product of the first product's shape in the same process, and reports the ratio
 (aim: at most 2). Each measurement is a function returning a dict; ``main`` assembles
-them, so further sections (e.g. training throughput) slot in beside it.
+them, so further sections (e.g. training throughput) slot in beside it. Output goes to
+``out/speed`` by default (the committed results under ``benchmarks/results`` are written
+only when ``--out`` names them).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
 from benchmarks.cli import Parser
+from benchmarks.common import check_device, derive_seed
 from benchmarks.output import provenance, write_json
 from models.memorizer import Memorizer
 from models.training import TrainConfig, build_network, train
@@ -47,32 +51,26 @@ def paired_seconds(
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def memorizer_speed(
-    family: str,
-    n_train: int,
-    n_query: int,
-    size: int,
-    sigmas: list[float],
-    repeats: int,
-    seed: int,
-    device: torch.device,
-) -> dict:
+def memorizer_speed(config: SpeedConfig, device: torch.device) -> dict:
     """Time the memorizer against one float32 product (n_query x d) @ (d x n_train).
 
-    Training images are part A of ``family``; queries are held-out test images plus noise.
-    Per sigma: median memorizer and matmul times (alternating runs) and the median of the
-    per-pair time ratios.
+    Training images are part A of ``config.family``; queries are held-out test images plus
+    noise. Per sigma: median memorizer and matmul times (alternating runs) and the median
+    of the per-pair time ratios.
     """
+    family, n_train, n_query, size = config.family, config.n_train, config.n_query, config.size
+    repeats, seed = config.repeats, config.seed
     fam = get_family(family, size=size, seed=seed)
     train = fam.images("A", n_train).to(device)
     clean = fam.images("test", n_query).to(device)
     memorizer = Memorizer(train)
     d = size * size
-    g = torch.Generator(device=device).manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(derive_seed(seed, "matmul-operands"))
     a = torch.randn(n_query, d, generator=g, device=device)
     b = torch.randn(d, n_train, generator=g, device=device)
+    g = torch.Generator(device=device).manual_seed(derive_seed(seed, "query-noise"))
     rows = []
-    for sigma in sigmas:
+    for sigma in config.sigmas:
         y = clean + sigma * torch.randn(clean.shape, generator=g, device=device)
         seconds, matmul = paired_seconds(
             lambda y=y, sigma=sigma: memorizer(y, sigma), lambda: a @ b, repeats, device
@@ -112,22 +110,16 @@ def print_memorizer_table(result: dict) -> None:
         )
 
 
-def training_throughput(
-    size: int,
-    channels: int,
-    blocks: int,
-    batch_size: int,
-    steps: int,
-    seed: int,
-    device: torch.device,
-) -> dict:
+def training_throughput(config: SpeedConfig, device: torch.device) -> dict:
     """Training images per second of the trainer's fast path against plain fp32.
 
     Both runs train the same bias-free UNet from the same initialisation for two epochs of
     ``steps`` steps and time the second, so compilation, allocator and autotuning warm-up stay
     out of the rate. The fast path is bf16 autocast with channels_last and cuDNN autotuning on
-    CUDA (the issue's 2.5x aim is for a GPU), and ``torch.compile`` with channels_last on CPU.
+    CUDA (the aim of 2.5x is for a GPU), and ``torch.compile`` with channels_last on CPU.
     """
+    size, channels, blocks = config.train_size, config.train_channels, TRAIN_BLOCKS
+    batch_size, steps, seed = config.train_batch, config.train_steps, config.seed
     images = get_family("cartoons", size=size, seed=seed).images("A", 4 * batch_size).to(device)
     rates = {}
     for fast in (False, True):
@@ -167,78 +159,113 @@ def print_training_table(result: dict) -> None:
     )
 
 
+@dataclass(frozen=True)
+class SpeedConfig:
+    """Everything one run of ``python -m benchmarks.speed`` depends on (checked on
+    construction, ``ValueError`` naming the option and the fix).
+
+    ``family``, ``n_train``, ``n_query``, ``size``, ``sigmas``, ``repeats``: the memorizer
+    timing; ``train_*``: the training-throughput timing; ``threads``: torch CPU threads
+    (None: torch's choice); ``seed``: root seed of images, operands and noise.
+    """
+
+    family: str = "disks"
+    n_train: int = 10000
+    n_query: int = 64
+    size: int = 32
+    sigmas: tuple[float, ...] = (0.01, 0.1, 0.3, 1.0)
+    repeats: int = 20
+    seed: int = 0
+    threads: int | None = None
+    train_size: int = 32
+    train_channels: int = 16
+    train_batch: int = 64
+    train_steps: int = 30
+    device: str = "cpu"
+    out: str = "out/speed"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigmas", tuple(float(s) for s in self.sigmas))
+        object.__setattr__(self, "out", str(self.out))
+        if self.family not in FAMILY_NAMES:
+            raise ValueError(f"unknown family {self.family!r}; choose one of {FAMILY_NAMES}")
+        if min(self.repeats, self.train_steps, self.train_batch) < 1:
+            raise ValueError("--repeats, --train-steps and --train-batch must be >= 1")
+        for flag in ("n_train", "n_query", "size", "train_size", "train_channels"):
+            if getattr(self, flag) < 1:
+                raise ValueError(f"--{flag.replace('_', '-')} must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1 (got {self.threads})")
+        check_sigma(list(self.sigmas))
+
+
+# Levels of the UNet whose training throughput is timed.
+TRAIN_BLOCKS = 3
+
+
 def build_parser() -> Parser:
+    d = SpeedConfig()
     p = Parser(
         prog="python -m benchmarks.speed",
         description=__doc__.split("\n\n")[1],
     )
     p.add_argument(
         "--family",
-        default="disks",
+        default=d.family,
         choices=FAMILY_NAMES,
         help="image family of the training and query images",
     )
-    p.add_argument("--n-train", type=int, default=10000, help="training images")
-    p.add_argument("--n-query", type=int, default=64, help="noisy query images per call")
-    p.add_argument("--size", type=int, default=32, help="image side in pixels")
+    p.add_argument("--n-train", type=int, default=d.n_train, help="training images")
+    p.add_argument("--n-query", type=int, default=d.n_query, help="noisy query images per call")
+    p.add_argument("--size", type=int, default=d.size, help="image side in pixels")
     p.add_argument(
         "--sigmas",
         type=float,
         nargs="+",
-        default=[0.01, 0.1, 0.3, 1.0],
+        default=list(d.sigmas),
         help="noise levels in pixel units",
     )
-    p.add_argument("--repeats", type=int, default=20, help="timed runs per measurement")
-    p.add_argument("--seed", type=int, default=0, help="seed of images and noise")
+    p.add_argument("--repeats", type=int, default=d.repeats, help="timed runs per measurement")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of images and noise")
     p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)"
+        "--threads", type=int, default=d.threads, help="torch CPU threads (default: torch's own)"
     )
-    p.add_argument("--train-size", type=int, default=32, help="training benchmark: image side")
-    p.add_argument("--train-channels", type=int, default=16, help="training benchmark: channels")
-    p.add_argument("--train-batch", type=int, default=64, help="training benchmark: batch size")
-    p.add_argument("--train-steps", type=int, default=30, help="training benchmark: steps")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--out", default="benchmarks/results/speed", help="output folder")
+    p.add_argument("--train-size", type=int, default=d.train_size, help="training: image side")
+    p.add_argument(
+        "--train-channels", type=int, default=d.train_channels, help="training: channels"
+    )
+    p.add_argument("--train-batch", type=int, default=d.train_batch, help="training: batch size")
+    p.add_argument("--train-steps", type=int, default=d.train_steps, help="training: steps")
+    p.add_argument("--device", default=d.device, help="torch device, e.g. cpu or cuda")
+    p.add_argument("--out", default=d.out, help="output folder")
     return p
+
+
+def run(config: SpeedConfig) -> dict:
+    """Both timings, with the provenance; prints their tables."""
+    device = check_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    result = {
+        **provenance(device, options=asdict(config)),
+        "memorizer": memorizer_speed(config, device),
+    }
+    result["training"] = training_throughput(config, device)
+    print_memorizer_table(result["memorizer"])
+    print_training_table(result["training"])
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if min(args.repeats, args.train_steps, args.train_batch) < 1:
-        parser.error("--repeats, --train-steps and --train-batch must be >= 1")
     try:
-        check_sigma(args.sigmas)
+        config = SpeedConfig(**{f.name: getattr(args, f.name) for f in fields(SpeedConfig)})
+        check_device(config.device)
     except ValueError as err:
         parser.error(str(err))
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    result = {
-        **provenance(device),
-        "memorizer": memorizer_speed(
-            args.family,
-            args.n_train,
-            args.n_query,
-            args.size,
-            args.sigmas,
-            args.repeats,
-            args.seed,
-            device,
-        ),
-    }
-    result["training"] = training_throughput(
-        args.train_size,
-        args.train_channels,
-        3,
-        args.train_batch,
-        args.train_steps,
-        args.seed,
-        device,
-    )
-    print_memorizer_table(result["memorizer"])
-    print_training_table(result["training"])
-    path = Path(args.out) / "results.json"
+    result = run(config)
+    path = Path(config.out) / "results.json"
     write_json(path, result)
     print(f"wrote {path}")
     return result

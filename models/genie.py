@@ -1,4 +1,6 @@
-"""The genie: the exact Wiener filter of a Gaussian-region cartoon given its mask (DESIGN §4).
+"""The genie: the exact Wiener filter of a Gaussian-region cartoon given its mask.
+
+See docs/design.md §6.6.
 
 For the family ``cartoons_gaussian`` the image given its mask m is Gaussian,
 ``x | m ~ N(mu_m, Sigma_m)``, so a denoiser told m can be exactly optimal for that
@@ -90,14 +92,12 @@ class GenieWiener:
 
     Notes
     -----
-    An oracle (``oracle = True``): called ``f(y, sigma, index)`` with ``index`` the images
-    of the batch among the n masks (a slice, as ``benchmarks.evaluation.risk_curves``
-    passes, or a sequence of ints). The eigendecomposition of each mask's covariance is
-    computed in float64 on first use and cached (8 MiB per image at 32 x 32), so every
-    further sigma costs two (d, d) matrix products per image.
+    The genie is bound to its masks: row i of ``y`` is denoised with mask i, so it is
+    called ``f(y, sigma)`` on the n images in the order of the masks, like any denoiser on a
+    fixed image set; ``select(index)`` binds it to a subset. The eigendecomposition of each
+    mask's covariance is computed in float64 on first use and cached (8 MiB per image at
+    32 x 32), so every further sigma costs two (d, d) matrix products per image.
     """
-
-    oracle = True
 
     def __init__(
         self, family: GaussianCartoonFamily, masks: torch.Tensor, name: str = "genie"
@@ -121,7 +121,7 @@ class GenieWiener:
         self.family = family
         self.masks = masks.detach().cpu().double().numpy()[:, 0]
         self.name = name
-        self._covariance = stationary_covariance(family.spectrum)
+        self._covariance = stationary_covariance(family.region_spectrum)
         self._filters: dict[int, Wiener] = {}
 
     def filter(self, i: int) -> Wiener:
@@ -140,19 +140,26 @@ class GenieWiener:
             )
         return self._filters[i]
 
-    def __call__(
-        self, y: torch.Tensor, sigma: float | torch.Tensor, index: slice | Sequence[int]
-    ) -> torch.Tensor:
-        """Denoise ``y`` (B, 1, H, W), the images ``index`` of the masks, at ``sigma``."""
-        images = range(len(self.masks))[index] if isinstance(index, slice) else list(index)
-        if y.ndim != 4 or y.shape[0] != len(images) or y.shape[-2:] != self.masks.shape[-2:]:
+    def select(self, index: slice | Sequence[int]) -> GenieWiener:
+        """The genie bound to the masks ``index`` (sharing the filters already computed)."""
+        chosen = range(len(self.masks))[index] if isinstance(index, slice) else list(index)
+        genie = GenieWiener.__new__(GenieWiener)
+        genie.family, genie.name, genie._covariance = self.family, self.name, self._covariance
+        genie.masks = self.masks[list(chosen)]
+        genie._filters = {j: self._filters[i] for j, i in enumerate(chosen) if i in self._filters}
+        return genie
+
+    def __call__(self, y: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """Denoise ``y`` (n, 1, H, W), row i with mask i, at ``sigma`` (float or (n,))."""
+        if y.ndim != 4 or y.shape[0] != len(self.masks) or y.shape[-2:] != self.masks.shape[-2:]:
             raise ValueError(
-                f"y must be ({len(images)}, 1, {self.family.size}, {self.family.size}) for "
-                f"index {index!r}, got {tuple(y.shape)}; pass the slice of the masks in the batch"
+                f"the genie is bound to {len(self.masks)} masks: y must be ({len(self.masks)}, "
+                f"1, {self.family.size}, {self.family.size}), got {tuple(y.shape)}; use "
+                "select(index) for a subset"
             )
         s = sigma_like(sigma, y).reshape(-1).double().cpu()
         y64 = y.detach().cpu().double()
-        out = [self.filter(i)(y64[j : j + 1], s[j : j + 1]) for j, i in enumerate(images)]
+        out = [self.filter(i)(y64[i : i + 1], s[i : i + 1]) for i in range(len(self.masks))]
         return torch.cat(out).to(device=y.device, dtype=y.dtype)
 
     def sse_exact(self, sigma: float | np.ndarray) -> np.ndarray:

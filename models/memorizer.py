@@ -8,7 +8,7 @@ from theory.empirical import empirical_posterior_mean
 
 
 class Memorizer:
-    """Optimal denoiser for x drawn uniformly from a fixed training set (DESIGN §4).
+    """Optimal denoiser for x drawn uniformly from a fixed training set (docs/design.md §3.2).
 
     ``f*(y) = sum_i w_i(y) x_i``, ``w = softmax_i(-||y - x_i||^2 / (2 sigma^2))``; see
     :func:`theory.empirical.empirical_posterior_mean`. A network that reaches this denoiser

@@ -1,4 +1,6 @@
-"""Training objectives: a law for the noise level sigma and a weight per sigma (DESIGN §7).
+"""Training objectives: a law for the noise level sigma and a weight per sigma.
+
+See docs/design.md §9.2.
 
 Every objective is the weighted denoising loss
 
@@ -96,7 +98,7 @@ class KLObjective(Objective):
 
     ``ln sigma ~ U(ln sigma_min, ln sigma_max)``, so the loss times ``d ln(sigma_max /
     sigma_min)`` is the Monte Carlo estimate of ``int SSE(sigma) sigma^-3 d sigma`` over the
-    range (DESIGN §4).
+    range (docs/design.md §4.2).
     """
 
     sigma_min: float = 1e-3

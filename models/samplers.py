@@ -6,7 +6,7 @@ current state (as in k-diffusion's ``sampling.py``). Noise schedules and the asc
 rules are separate small functions. Every random draw comes from an explicit
 ``torch.Generator``: two calls with generators seeded alike inject the same noise, whatever
 the denoiser, so networks trained on disjoint sets A and B can be compared from the same
-initial *and* injected noise (DESIGN §6).
+initial *and* injected noise (docs/design.md §10).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import trange
 
-from models.protocol import Denoiser
+from theory.protocol import Denoiser
 from theory.sigma import check_sigma, log_sigmas
 
 Callback = Callable[[dict[str, Any]], None]
@@ -35,7 +35,7 @@ def initial_noise(
     generator: torch.Generator,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Initial images ``y0 ~ N(mean, sigma0^2 I)``, centred on the data (DESIGN §6).
+    """Initial images ``y0 ~ N(mean, sigma0^2 I)``, centred on the data (docs/design.md §10).
 
     Parameters
     ----------

@@ -10,8 +10,11 @@ of any denoiser f,
 is G-equivariant and its risk never exceeds f's: by convexity
 ‖f_G(y) − x‖² ≤ (1/|G|) Σ_g ‖g⁻¹ f(g y) − x‖² for every (x, y), and each term has the
 risk of f because (g x, g y) has the law of (x, y) and g is orthogonal. The gain is the
-part of f's error that is not equivariant. Cycle spinning of wavelet thresholding (Coifman
-& Donoho, 1995) is the same average over circular shifts.
+part of f's error that is not equivariant. Cycle spinning (Coifman & Donoho, 1995) is the
+same average over the first few circular shifts (``cycle_spins``), which need not form a
+group: the average is then translation invariant only approximately, and never worse than
+f for a shift-invariant law by the same convexity argument. The toolkit uses this one
+mechanism for networks, wavelets and bandlets.
 """
 
 from __future__ import annotations
@@ -78,16 +81,26 @@ def symmetry_group(symmetries: tuple[str, ...], size: int, shifts: int = 2) -> l
     return [Transform(flip, (r, c)) for flip in flips for r in rows for c in cols]
 
 
+def cycle_spins(shifts: int) -> list[Transform]:
+    """The ``shifts x shifts`` circular shifts by 0 … shifts − 1 pixels along rows and columns.
+
+    The transforms of cycle spinning: row shift outer, column shift inner, the identity first.
+    """
+    if shifts < 1:
+        raise ValueError(f"shifts must be >= 1 (got {shifts}); 1 means no cycle spinning")
+    return [Transform((), (i, j)) for i in range(shifts) for j in range(shifts)]
+
+
 class Symmetrized(nn.Module):
     """The group average ``f_G(y) = (1/|G|) Σ_g g⁻¹ f(g y)`` of a denoiser (module docstring).
 
-    Exactly G-equivariant; homogeneous and bias-free when ``net`` is. Costs |G| calls of
-    ``net`` (one per element, so memory stays that of one call).
+    Exactly G-equivariant when ``group`` is a group; homogeneous and bias-free when ``net``
+    is. Costs |G| calls of ``net`` (one per element, so memory stays that of one call).
 
     Parameters
     ----------
-    net : denoiser ``f(y, sigma)``.
-    group : transforms from ``symmetry_group``, closed under composition.
+    net : denoiser ``f(y, sigma)`` (a network or any callable under the protocol).
+    group : transforms from ``symmetry_group`` (a group) or ``cycle_spins`` (a set of shifts).
     name : result-file name; default ``<net.name>_sym``.
     """
 

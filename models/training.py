@@ -5,14 +5,17 @@ network ``samples_per_epoch`` images drawn by tiling the training set and shuffl
 of any size n gets the same exposure; the paper uses 250,000), Adam with the learning rate
 halved every ``lr_step_epochs`` epochs, and the loss of a chosen :mod:`models.objectives`
 objective, optionally ending with a short cooldown at a low learning rate and returning an
-exponential moving average of the weights. A checkpoint is written atomically after every
-epoch and a run resumes from it bit for bit.
+exponential moving average of the weights. A checkpoint is written atomically at the end of
+every epoch, when the cooldown starts, every ``checkpoint_s`` seconds of training and on
+Ctrl-C (with the position inside the epoch), and a run resumes from it bit for bit.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +33,29 @@ from models.unet import BiasFreeUNet
 
 NETWORKS: dict[str, type[nn.Module]] = {"unet": BiasFreeUNet, "bfcnn": BFCNN}
 CHECKPOINT = "checkpoint.pt"
+# Seconds of training between checkpoints: an interrupt loses at most this much work.
+CHECKPOINT_S = 240.0
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT after writing a checkpoint; rerunning resumes it.
+
+    ``step`` is the number of steps taken, ``checkpoint`` the file written.
+    """
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"training interrupted at step {step}; checkpoint {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite; ``step`` and ``loss`` say where."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(
+            f"training diverged at step {step} (loss {loss}): lower --lr or use another objective"
+        )
+        self.step, self.loss = step, loss
 
 
 def network_params(network: str, params: dict) -> dict:
@@ -64,15 +90,15 @@ class TrainConfig:
         (0: no cooldown). Adam's steps leave noise in the weights that the denoising error
         at the smallest sigma feels most: measured on the quick profile, 1000 steps at 1e-4
         after the step schedule cut the clean-image error ``|f(x) - x|**2`` from 8e-7 to
-        3e-7 per pixel (README, issue 3).
+        3e-7 per pixel (docs/results.md §4.4).
     ema_halflife : int
         If positive, the trained network is the exponential moving average of the weights
         (and of the batch-norm running scales) over the steps, ``w_ema <- beta w_ema +
         (1 - beta) w`` with ``beta = 0.5**(1 / ema_halflife)``: the weight of a step halves
         every ``ema_halflife`` steps (Karras et al., EDM, NeurIPS 2022, express it in images).
         On the quick profile a half-life of 100 steps lowered the error at sigma = 1 by up to
-        4 % and moved sigma = 1e-3 by -14 to +14 % over five seeds (README, issue 3). 0: the
-        last iterate.
+        4 % and moved sigma = 1e-3 by -14 to +14 % over five seeds (docs/results.md §4.3,
+        §4.5). 0: the last iterate.
     batch_size, samples_per_epoch, epochs : int
         Images per step, images per epoch (the last batch of an epoch may be smaller),
         number of epochs.
@@ -202,22 +228,62 @@ def epoch_order(n: int, samples_per_epoch: int, generator: torch.Generator) -> t
     return torch.randperm(samples_per_epoch, generator=generator) % n
 
 
+def check_checkpoint(path: str | Path, config: TrainConfig, shape: tuple[int, ...]) -> None:
+    """``ValueError`` naming the file and the fix unless ``path`` is a readable checkpoint of
+    this configuration and data shape (what :func:`train` would resume)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        same = state["meta"] == {"config": config.to_dict(), "images": list(shape)}
+    except Exception as err:
+        raise ValueError(
+            f"checkpoint {path} is corrupt ({type(err).__name__}): delete it to retrain"
+        ) from err
+    if not same:
+        raise ValueError(f"checkpoint {path} is from another configuration: delete it to retrain")
+
+
+class _SigintFlag:
+    """Turns SIGINT into a flag read between steps, so a checkpoint holds a whole step."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self) -> _SigintFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def train(
     net: nn.Module,
     images: torch.Tensor,
     config: TrainConfig,
     out_dir: str | Path,
     progress: bool = True,
+    checkpoint_s: float = CHECKPOINT_S,
 ) -> list[dict]:
     """Train ``net`` in place on ``images`` (n, C, H, W); resume from ``out_dir`` if possible.
 
     Each epoch draws its images with :func:`epoch_order`, takes steps of ``batch_size``
-    images with the loss of ``config.objective`` and Adam, writes ``out_dir/checkpoint.pt``
-    atomically (weights and their average, optimizer, both random generators, counters,
-    history); step k uses the learning rate :func:`learning_rate` ``(config, k)``. An existing
-    checkpoint of the same configuration and data shape is resumed exactly; one that does not
-    match raises ``ValueError``. With ``config.ema_halflife`` the weight average is copied
-    into ``net`` at the end.
+    images with the loss of ``config.objective`` and Adam; step k uses the learning rate
+    :func:`learning_rate` ``(config, k)``. ``out_dir/checkpoint.pt`` is written atomically
+    (weights and their average, optimizer, both random generators, counters, history and
+    the position inside the epoch) at the end of every epoch, when the cooldown starts,
+    whenever ``checkpoint_s`` seconds of training have passed since the last one, and on
+    SIGINT (Ctrl-C), which then raises :class:`TrainingInterrupted`. An existing checkpoint
+    of the same configuration and data shape is resumed exactly, inside an epoch too; one
+    that does not match raises ``ValueError``. With ``config.ema_halflife`` the weight
+    average is copied into ``net`` at the end. The network is returned in eval mode and
+    contiguous memory format, as it is after loading its weights, so evaluating it gives the
+    numbers of a reload bit for bit.
 
     Returns
     -------
@@ -225,12 +291,19 @@ def train(
         Per epoch: ``epoch``, ``step`` (total steps so far), ``loss`` and ``psnr`` (means
         over the epoch's batches; PSNR of the denoised batch in dB), ``lr``, ``wall_s``,
         ``img_per_s``.
+
+    Raises
+    ------
+    TrainingInterrupted : on SIGINT, after the checkpoint is written.
+    TrainingDiverged : when an epoch's mean loss is not finite.
     """
     if images.ndim != 4 or images.shape[0] < 1 or not images.is_floating_point():
         raise ValueError(
             f"images must be a float tensor of shape (n, C, H, W) with n >= 1, got "
             f"{images.dtype} {tuple(images.shape)}"
         )
+    if not checkpoint_s > 0:
+        raise ValueError(f"checkpoint_s must be > 0 seconds (got {checkpoint_s})")
     device = torch.device(config.device)
     autocast = config.fast and device.type == "cuda"
     memory_format = torch.channels_last if config.fast else torch.contiguous_format
@@ -251,12 +324,17 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / CHECKPOINT
     meta = {"config": config.to_dict(), "images": list(images.shape)}
-    state = {"epoch": 0, "step": 0, "history": []}
+    state = {"epoch": 0, "step": 0, "history": [], "position": None}
     if path.exists():
-        state = load_checkpoint(path, meta, modules, optimizer, generators)
+        state = {"position": None} | load_checkpoint(path, meta, modules, optimizer, generators)
 
     n, per_epoch, batch = images.shape[0], config.samples_per_epoch, config.batch_size
     steps_per_epoch, max_steps = config.steps_per_epoch(), config.total_steps()
+    cooldown_start = max_steps - config.cooldown_steps if config.cooldown_steps else None
+
+    def save(position: dict | None) -> None:
+        save_checkpoint(path, meta, modules, optimizer, generators, state | {"position": position})
+
     bar = tqdm(
         total=max_steps,
         initial=state["step"],
@@ -264,60 +342,89 @@ def train(
         unit="step",
         dynamic_ncols=True,
     )
-    while state["epoch"] < config.epochs and state["step"] < max_steps:
-        start = time.perf_counter()
-        order = epoch_order(n, per_epoch, generators["data"]).to(device)
-        net.train()
-        sums = torch.zeros(2, device=device)
-        taken = 0
-        for k in range(steps_per_epoch):
-            if state["step"] == max_steps:
-                break
-            x = images[order[k * batch : (k + 1) * batch]].contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                sigma, mse = objective.terms(step_net, x, generators["noise"])
-            loss = (objective.weight(sigma) * mse).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, state["step"])
-            optimizer.step()
-            if average is not None:
-                average.update_parameters(net)
-            psnr = -10 * torch.log10(mse.detach().clamp_min(1e-12)).mean()
-            sums += torch.stack([loss.detach(), psnr])
-            taken += 1
-            state["step"] += 1
-            bar.update()
-            if progress and (k % 20 == 0 or k == steps_per_epoch - 1):
-                mean_loss, mean_psnr = (sums / taken).tolist()
-                bar.set_postfix(
-                    epoch=state["epoch"] + 1, loss=f"{mean_loss:.3g}", psnr=f"{mean_psnr:.2f}"
-                )
-        mean_loss, mean_psnr = (sums / taken).tolist()
-        if not math.isfinite(mean_loss):
-            bar.close()
-            raise RuntimeError(
-                f"training diverged (loss {mean_loss} in epoch {state['epoch'] + 1}): "
-                "lower lr or use another objective"
+    last_save = time.monotonic()
+    with _SigintFlag() as sigint:
+        while state["epoch"] < config.epochs and state["step"] < max_steps:
+            start = time.perf_counter()
+            resumed = state["position"]
+            if resumed is None:
+                order = epoch_order(n, per_epoch, generators["data"]).to(device)
+                first, sums, taken, earlier_s = 0, torch.zeros(2, device=device), 0, 0.0
+            else:
+                order = resumed["order"].to(device)
+                first, taken, earlier_s = resumed["k"], resumed["taken"], resumed["wall_s"]
+                sums = resumed["sums"].to(device)
+                state["position"] = None
+            net.train()
+            for k in range(first, steps_per_epoch):
+                if state["step"] == max_steps:
+                    break
+                x = images[order[k * batch : (k + 1) * batch]]
+                x = x.contiguous(memory_format=memory_format)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    sigma, mse = objective.terms(step_net, x, generators["noise"])
+                loss = (objective.weight(sigma) * mse).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, state["step"])
+                optimizer.step()
+                if average is not None:
+                    average.update_parameters(net)
+                psnr = -10 * torch.log10(mse.detach().clamp_min(1e-12)).mean()
+                sums += torch.stack([loss.detach(), psnr])
+                taken += 1
+                state["step"] += 1
+                bar.update()
+                if progress and (k % 20 == 0 or k == steps_per_epoch - 1):
+                    mean_loss, mean_psnr = (sums / taken).tolist()
+                    bar.set_postfix(
+                        epoch=state["epoch"] + 1, loss=f"{mean_loss:.3g}", psnr=f"{mean_psnr:.2f}"
+                    )
+                inside = k + 1 < steps_per_epoch and state["step"] < max_steps
+                due = time.monotonic() - last_save >= checkpoint_s
+                if inside and (sigint.raised or due or state["step"] == cooldown_start):
+                    wall_s = earlier_s + time.perf_counter() - start
+                    save(
+                        {
+                            "order": order.cpu(),
+                            "k": k + 1,
+                            "sums": sums.cpu(),
+                            "taken": taken,
+                            "wall_s": wall_s,
+                        }
+                    )
+                    last_save = time.monotonic()
+                    if sigint.raised:
+                        bar.close()
+                        raise TrainingInterrupted(state["step"], path)
+            mean_loss, mean_psnr = (sums / taken).tolist()
+            if not math.isfinite(mean_loss):
+                bar.close()
+                raise TrainingDiverged(state["step"], mean_loss)
+            lr = optimizer.param_groups[0]["lr"]
+            state["epoch"] += 1
+            wall = earlier_s + time.perf_counter() - start
+            state["history"].append(
+                {
+                    "epoch": state["epoch"],
+                    "step": state["step"],
+                    "loss": mean_loss,
+                    "psnr": mean_psnr,
+                    "lr": lr,
+                    "wall_s": wall,
+                    "img_per_s": min(taken * batch, per_epoch) / wall,
+                }
             )
-        lr = optimizer.param_groups[0]["lr"]
-        state["epoch"] += 1
-        wall = time.perf_counter() - start
-        state["history"].append(
-            {
-                "epoch": state["epoch"],
-                "step": state["step"],
-                "loss": mean_loss,
-                "psnr": mean_psnr,
-                "lr": lr,
-                "wall_s": wall,
-                "img_per_s": min(taken * batch, per_epoch) / wall,
-            }
-        )
-        save_checkpoint(path, meta, modules, optimizer, generators, state)
+            save(None)
+            last_save = time.monotonic()
+            if sigint.raised and state["epoch"] < config.epochs and state["step"] < max_steps:
+                bar.close()
+                raise TrainingInterrupted(state["step"], path)
     bar.close()
     if average is not None:
         net.load_state_dict(average.module.state_dict())
+    # Evaluation after training must see the memory layout a reload gives.
+    net.to(memory_format=torch.contiguous_format)
     net.eval()
     return state["history"]

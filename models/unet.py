@@ -1,4 +1,4 @@
-"""The paper's bias-free UNet denoiser and its bias-free batch norm (DESIGN §7).
+"""The paper's bias-free UNet denoiser and its bias-free batch norm (docs/design.md §9.1).
 
 Reference: Kadkhodaie, Guth, Simoncelli, Mallat, *Generalization in diffusion models arises
 from geometry-adaptive harmonic representations*, ICLR 2024; bias-free networks: Mohan,

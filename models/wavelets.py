@@ -1,4 +1,8 @@
-"""Wavelet thresholding: orthogonal, and translation-invariant by cycle spinning (PyWavelets)."""
+"""Wavelet thresholding in an orthonormal basis (PyWavelets).
+
+The translation-invariant version averages it over circular shifts:
+``models.references.cycle_spun``.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +24,7 @@ class WaveletThreshold:
     orthonormal, so white noise of standard deviation sigma stays white with standard
     deviation sigma in every coefficient and a threshold ``T = factor * sigma`` removes it
     where the image has no detail. Detail coefficients c become ``c 1{|c| >= T}`` (hard) or
-    ``sign(c) max(|c| - T, 0)`` (soft); approximation coefficients are kept. With
-    ``shifts = s`` the result is averaged over the s x s circular shifts of the image
-    (cycle spinning), which removes the transform's dependence on translation.
+    ``sign(c) max(|c| - T, 0)`` (soft); approximation coefficients are kept.
 
     Parameters
     ----------
@@ -38,10 +40,8 @@ class WaveletThreshold:
         stays orthonormal beyond ``pywt.dwtn_max_level`` (filters wrap around), and the full
         depth matters: each kept approximation coefficient passes its noise sigma^2
         unchanged, so 2 levels on 32 px would leave 64 noisy coefficients (MSE >= sigma^2/16).
-    shifts : int
-        Cycle spins per axis, >= 1; 1 is the plain orthogonal denoiser.
     name : str, optional
-        Short identifier; default e.g. 'wavelet_db4_hard' or 'ti_wavelet_db4_hard_4x4'.
+        Short identifier; default e.g. 'wavelet_db4_hard'.
 
     Notes
     -----
@@ -61,7 +61,6 @@ class WaveletThreshold:
         mode: str = "hard",
         factor: float = 3.0,
         levels: int | None = None,
-        shifts: int = 1,
         name: str | None = None,
     ) -> None:
         if wavelet not in pywt.wavelist(kind="discrete") or not pywt.Wavelet(wavelet).orthogonal:
@@ -75,16 +74,11 @@ class WaveletThreshold:
             raise ValueError(f"factor must be finite and >= 0 (got {factor}); 3.0 is customary")
         if levels is not None and levels < 1:
             raise ValueError(f"levels must be >= 1 or None for the maximum (got {levels})")
-        if shifts < 1:
-            raise ValueError(f"shifts must be >= 1 (got {shifts}); 1 means no cycle spinning")
         self.wavelet = wavelet
         self.mode = mode
         self.factor = float(factor)
         self.levels = levels
-        self.shifts = int(shifts)
-        prefix = "wavelet" if shifts == 1 else "ti_wavelet"
-        suffix = "" if shifts == 1 else f"_{shifts}x{shifts}"
-        self.name = name or f"{prefix}_{wavelet}_{mode}{suffix}"
+        self.name = name or f"wavelet_{wavelet}_{mode}"
 
     def levels_for(self, shape: tuple[int, int]) -> int:
         """Decomposition levels used for images of ``shape`` (H, W); ValueError if none fits."""
@@ -107,14 +101,7 @@ class WaveletThreshold:
             raise ValueError(f"y must be a (B, 1, H, W) tensor, got {tuple(y.shape)}")
         threshold = (self.factor * sigma_like(sigma, y[:, 0])).detach().cpu().numpy()
         images = y[:, 0].detach().cpu().numpy()
-        levels = self.levels_for(images.shape[-2:])
-        out = np.zeros_like(images)
-        for i in range(self.shifts):
-            for j in range(self.shifts):
-                shifted = np.roll(images, (i, j), axis=(-2, -1))
-                denoised = self._threshold(shifted, threshold, levels)
-                out += np.roll(denoised, (-i, -j), axis=(-2, -1))
-        out /= self.shifts**2
+        out = self._threshold(images, threshold, self.levels_for(images.shape[-2:]))
         return torch.from_numpy(out).to(y.device).unsqueeze(1)
 
     def _threshold(self, images: np.ndarray, threshold: np.ndarray, levels: int) -> np.ndarray:

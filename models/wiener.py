@@ -2,8 +2,8 @@
 
 For ``x ~ N(mu, C)`` with ``C = B diag(lam) B^T`` (B orthonormal), the optimal denoiser is
 ``f(y) = mu + B diag(lam / (lam + sigma^2)) B^T (y - mu)`` and its expected total error is
-``SSE*(sigma) = sum_k lam_k sigma^2 / (lam_k + sigma^2)`` (DESIGN §4). For non-Gaussian data
-with the same mean and covariance it is the best linear (affine) denoiser.
+``SSE*(sigma) = sum_k lam_k sigma^2 / (lam_k + sigma^2)`` (docs/design.md §3.3). For
+non-Gaussian data with the same mean and covariance it is the best linear (affine) denoiser.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Image families with deterministic splits, reachable by name (DESIGN §5)."""
+"""Image families with deterministic splits, reachable by name (docs/design.md §5)."""
 
-from synthetic.registry import FAMILY_NAMES, get_family
+from synthetic.registry import FAMILY_NAMES, family_parameters, get_family
 
-__all__ = ["FAMILY_NAMES", "get_family"]
+__all__ = ["FAMILY_NAMES", "family_parameters", "get_family"]

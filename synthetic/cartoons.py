@@ -1,4 +1,4 @@
-"""C^α cartoon images: two C^β regions separated by a C^α contour (DESIGN §5).
+"""C^α cartoon images: two C^β regions separated by a C^α contour (docs/design.md §5.3).
 
 Recipe of Kadkhodaie, Guth, Simoncelli & Mallat (ICLR 2024, appendix): a contour drawn as
 white uniform noise filtered in Fourier by |k|^{-α}, the region below it and the region
@@ -189,6 +189,10 @@ class CartoonFamily(GeneratedFamily):
     @property
     def params(self) -> dict:
         return {**super().params, "alpha": self.alpha, "beta": self.beta}
+
+    @property
+    def regularity(self) -> float:
+        return self.alpha
 
     def _generate(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, None]:
         return cartoon_images(n, self.size, self.alpha, self.beta, rng), None

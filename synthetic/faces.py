@@ -2,7 +2,7 @@
 
 Faces are grayscale, centre-cropped to a square and resized with anti-aliasing;
 near-duplicates (Pearson correlation > 0.95 on a 20 × 20 copy) are removed greedily in a
-recorded order (DESIGN §5). The shuffled family applies one fixed pixel permutation to
+recorded order (docs/design.md §5.6). The shuffled family applies one fixed pixel permutation to
 every face: a permutation-invariant denoiser scores the same on both, a convolutional
 network does not.
 """
@@ -95,7 +95,7 @@ def near_duplicate_mask(
     ----------
     images : ndarray, shape (N, h, w)
     threshold : float
-        Correlation above which two images are duplicates (DESIGN: 0.95).
+        Correlation above which two images are duplicates (docs/design.md §5.6: 0.95).
     block : int
         Images per block.
 
@@ -258,6 +258,7 @@ class ShuffledFaceFamily(FaceFamily):
     """
 
     name = "shuffled_faces"
+    permutes = "faces"
 
     def __init__(
         self,

@@ -1,9 +1,15 @@
-"""Image families with deterministic train/test and disjoint A/B parts (DESIGN §5).
+"""Image families with deterministic train/test and disjoint A/B parts (docs/design.md §5).
 
 Every family hands out images by *part*: ``"A"`` and ``"B"`` are two disjoint training
 sets and ``"test"`` is held out. ``images(part, n)`` is prefix-consistent: the first ``n``
 images of a part never depend on how many are asked for, so ``A_10`` lies inside
 ``A_100``.
+
+A family also declares what the benchmarks need to know about its law, so that they ask
+instead of testing its name: its usable reference denoisers (``references``, names built by
+``models.references``), its optimal denoiser and so the kind of KL bound it supports
+(``optimum``), the regularity of C^α families, the spectrum of a stationary Gaussian law, a
+distance to its manifold, the exact symmetries of its law.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import math
 import operator
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,6 +38,34 @@ def check_int(name: str, value: int, minimum: int) -> int:
     return number
 
 
+OPTIMUM_KINDS = ("exact", "lower_bound", "none")
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """What a family knows of its optimal denoiser f* (the posterior mean).
+
+    ``kind``: ``"exact"`` when the denoiser named ``reference`` is f* (so the KL integral
+    against it is the KL itself); ``"lower_bound"`` when ``reference`` is an oracle whose
+    risk is below f*'s at every σ (the integral is then an upper bound on the KL);
+    ``"none"`` when only estimates are available (the best reference stands in for f*).
+    """
+
+    kind: str = "none"
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in OPTIMUM_KINDS:
+            raise ValueError(f"optimum kind must be one of {OPTIMUM_KINDS} (got {self.kind!r})")
+        if (self.kind == "none") != (self.reference is None):
+            raise ValueError("an optimum names its reference denoiser unless its kind is 'none'")
+
+    @property
+    def kl_kind(self) -> str:
+        """The kind of the KL curve measured against this optimum."""
+        return {"exact": "exact", "lower_bound": "upper_bound", "none": "estimate"}[self.kind]
+
+
 class Family(ABC):
     """A family of grayscale images of side ``size`` split into parts A, B and test.
 
@@ -46,10 +81,20 @@ class Family(ABC):
         Exact symmetries of the image distribution, named as in
         ``models.symmetrized.SYMMETRIES`` (mirror flips, circular shifts): transformed images
         have the law of the images. Empty when none is exact.
+    references : tuple of str
+        The usable (non-oracle) reference denoisers of the family, by their names in
+        ``models.references.REFERENCES``.
+    permutes : str or None
+        The family whose images this one permutes pixel-wise (shuffled faces), if any.
+    order : list of str or None
+        Names of the source images in the family's fixed order (finite families).
     """
 
     name: str = ""
     symmetries: tuple[str, ...] = ()
+    references: tuple[str, ...] = ("memorizer", "wiener_pca", "wavelet", "ti_wavelet", "curvelet")
+    permutes: str | None = None
+    order: list[str] | None = None
 
     def __init__(self, size: int, seed: int = 0) -> None:
         self.size = check_int("size", size, 1)
@@ -66,6 +111,28 @@ class Family(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items() if k != "name")
         return f"{type(self).__name__}({args})"
+
+    @property
+    def optimum(self) -> Optimum:
+        """The family's optimal denoiser, as far as it is known (default: not known)."""
+        return Optimum()
+
+    @property
+    def regularity(self) -> float | None:
+        """The regularity α of a C^α family (minimax MSE ~ σ^(2α/(α+1))), else None."""
+        return None
+
+    def spectrum(self) -> np.ndarray | None:
+        """The power spectrum ``(size, size)`` when the law is a stationary Gaussian field."""
+        return None
+
+    def sources(self, part: str, n: int) -> list[str] | None:
+        """Source names of the first ``n`` images of ``part``, for finite families."""
+        return None
+
+    def distance_to_manifold(self, images: torch.Tensor) -> np.ndarray | None:
+        """Per-image RMS distance to the set of clean images, when it can be computed."""
+        return None
 
     @abstractmethod
     def capacity(self, part: str) -> int | float:

@@ -1,4 +1,4 @@
-"""Stationary Gaussian fields with power-law spectra (DESIGN §5).
+"""Stationary Gaussian fields with power-law spectra (docs/design.md §5.8).
 
 On the periodic ``size × size`` grid the field is exactly ``N(mean, C)`` with
 ``C = F* diag(S) F``, F the orthonormal 2-D DFT. So S holds the eigenvalues of C, and the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthetic.family import GeneratedFamily, check_int
+from synthetic.family import GeneratedFamily, Optimum, check_int
 
 
 def _check_field(gamma: float, std: float) -> tuple[float, float]:
@@ -66,6 +66,9 @@ class GaussianFieldFamily(GeneratedFamily):
     name = "gaussian"
     # Stationary on the periodic grid with a spectrum even in each frequency coordinate.
     symmetries = ("flip_h", "flip_v", "roll_h", "roll_v")
+    # The stationary Wiener filter of the true spectrum is the posterior mean.
+    references = ("memorizer", "wiener", "wavelet", "ti_wavelet", "curvelet")
+    optimum = Optimum("exact", "wiener")
 
     def __init__(
         self,

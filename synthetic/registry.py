@@ -25,6 +25,14 @@ _FAMILIES: dict[str, type[Family]] = {
 FAMILY_NAMES = tuple(sorted(_FAMILIES))
 
 
+def family_parameters(name: str) -> tuple[str, ...]:
+    """The parameters family ``name`` takes besides ``size`` and ``seed`` (e.g. ``alpha``)."""
+    if name not in _FAMILIES:
+        raise ValueError(f"unknown family {name!r}; choose one of: {', '.join(FAMILY_NAMES)}")
+    signature = inspect.signature(_FAMILIES[name])
+    return tuple(p for p in signature.parameters if p not in ("size", "seed"))
+
+
 def get_family(name: str, size: int | None = None, seed: int = 0, **params) -> Family:
     """Build the family ``name`` with its own parameters.
 
@@ -44,7 +52,7 @@ def get_family(name: str, size: int | None = None, seed: int = 0, **params) -> F
     if name not in _FAMILIES:
         raise ValueError(f"unknown family {name!r}; choose one of: {', '.join(FAMILY_NAMES)}")
     cls = _FAMILIES[name]
-    accepted = [p for p in inspect.signature(cls).parameters if p not in ("size", "seed")]
+    accepted = family_parameters(name)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ValueError(

@@ -12,6 +12,7 @@ from benchmarks.evaluation import risk_curves
 from models.curvelets import CurveletThreshold
 from models.genie import GenieWiener, conditional_gaussian, stationary_covariance
 from models.memorizer import Memorizer
+from models.references import cycle_spun
 from models.wavelets import WaveletThreshold
 from models.wiener import Wiener
 from synthetic import get_family
@@ -51,10 +52,10 @@ def test_conditional_law_matches_sampling():
     mask = family.masks("A", 1)[0, 0].numpy()
     rng = np.random.default_rng(7)
     k = 20000
-    a = region_fields(k, family.spectrum, family.mean_below, rng)
-    b = region_fields(k, family.spectrum, family.mean_above, rng)
+    a = region_fields(k, family.region_spectrum, family.mean_below, rng)
+    b = region_fields(k, family.region_spectrum, family.mean_above, rng)
     x = (mask * a + (1 - mask) * b).reshape(k, -1)
-    c = stationary_covariance(family.spectrum)
+    c = stationary_covariance(family.region_spectrum)
     mean, cov = conditional_gaussian(mask, (family.mean_below, family.mean_above), (c, c))
     edge = int(np.argmax((mask.ravel() > 0) & (mask.ravel() < 1)))
     directions = [
@@ -116,12 +117,15 @@ def test_genie_index_selects_the_masks(setup):
     y = images[5:8] + 0.1 * torch.randn(
         3, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)
     )
-    by_slice = genie(y, 0.1, slice(5, 8))
-    assert torch.allclose(by_slice, genie(y, 0.1, [5, 6, 7]))
-    assert not torch.allclose(by_slice, genie(y, 0.1, [6, 7, 8]), atol=1e-3)
+    by_slice = genie.select(slice(5, 8))(y, 0.1)
+    assert torch.allclose(by_slice, genie.select([5, 6, 7])(y, 0.1))
+    assert not torch.allclose(by_slice, genie.select([6, 7, 8])(y, 0.1), atol=1e-3)
     per_image = torch.tensor([0.05, 0.1, 0.2])
-    out = genie(y, per_image, slice(5, 8))
-    assert torch.allclose(out[2:], genie(y[2:], 0.2, slice(7, 8)))
+    out = genie.select(slice(5, 8))(y, per_image)
+    assert torch.allclose(out[2:], genie.select(slice(7, 8))(y[2:], 0.2))
+    # Row i of a full batch is denoised with mask i, as on the selected subset.
+    noisy = images + 0.1 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(genie(noisy, 0.1)[5:8], genie.select(slice(5, 8))(noisy[5:8], 0.1))
     assert genie.sse_exact(np.array([0.05, 0.1])).shape == (2, N_TEST)
 
 
@@ -133,7 +137,7 @@ def test_genie_is_no_worse_than_any_other_denoiser(setup):
         Memorizer(train),
         Wiener.from_data(train),
         WaveletThreshold("db4"),
-        WaveletThreshold("db4", shifts=4),
+        cycle_spun(WaveletThreshold("db4"), 4),
         CurveletThreshold(),
     ]
     if importlib.util.find_spec("models.bandlets") is not None:
@@ -158,7 +162,7 @@ def test_genie_bad_input(setup):
     big = get_family("cartoons_gaussian", size=64)
     with pytest.raises(ValueError, match="use size <= 32"):
         GenieWiener(big, big.masks("A", 1))
-    with pytest.raises(ValueError, match="pass the slice of the masks"):
-        genie(images[:3], 0.1, slice(0, 2))
+    with pytest.raises(ValueError, match="use select"):
+        genie(images[:3], 0.1)
     with pytest.raises(ValueError, match="sigma must be > 0"):
-        genie(images[:2], -0.1, slice(0, 2))
+        genie.select(slice(0, 2))(images[:2], -0.1)

@@ -1,4 +1,4 @@
-"""The KL integral of DESIGN §4 against closed-form Gaussian KLs and its error propagation."""
+"""The KL integral (docs/design.md §4) against closed-form Gaussian KLs; its error propagation."""
 
 from __future__ import annotations
 

@@ -7,25 +7,11 @@ import torch
 from torch.autograd.functional import jacobian
 
 from models.bfcnn import BFCNN
-from models.protocol import Denoiser
-from models.unet import BiasFreeBatchNorm, BiasFreeUNet
-
-
-def calibrated(net: torch.nn.Module, size: int, seed: int = 0) -> torch.nn.Module:
-    """``net`` in float64 eval mode after a few training-mode passes set its running sd."""
-    g = torch.Generator().manual_seed(seed)
-    net = net.double().train()
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, BiasFreeBatchNorm):
-                module.gain.uniform_(0.5, 1.5, generator=g)
-        for _ in range(3):
-            net(torch.rand(4, 1, size, size, generator=g, dtype=torch.float64))
-    return net.eval()
+from models.unet import BiasFreeUNet
 
 
 def unet_param_count(c: int, blocks: int, convs: int) -> int:
-    """Closed-form count for the architecture of DESIGN §7 (independent of the module)."""
+    """Closed-form count for the architecture of docs/design.md §9.1 (independent of the module)."""
     w = [c * 2**b for b in range(blocks + 1)]
     total = 9 * (w[0] + (convs - 1) * w[0] ** 2) + (convs - 1) * w[0]  # first conv: no norm
     for b in range(1, blocks + 1):  # encoders below the top, then the middle block
@@ -42,8 +28,8 @@ def unet_param_count(c: int, blocks: int, convs: int) -> int:
 @pytest.mark.parametrize(
     "net", [BiasFreeUNet(channels=6, blocks=2), BFCNN(depth=5, channels=6)], ids=["unet", "bfcnn"]
 )
-def test_homogeneous_in_eval_mode(net, lam):
-    net = calibrated(net, 16)
+def test_homogeneous_in_eval_mode(net, lam, calibrate):
+    net = calibrate(net, 16)
     y = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     with torch.no_grad():
         out, scaled = net(y), net(lam * y)
@@ -52,8 +38,8 @@ def test_homogeneous_in_eval_mode(net, lam):
     assert (scaled - lam * out).norm() / (lam * out).norm() < 1e-12
 
 
-def test_unet_equals_its_jacobian_times_input():
-    net = calibrated(BiasFreeUNet(channels=4, blocks=2), 8)
+def test_unet_equals_its_jacobian_times_input(calibrate):
+    net = calibrate(BiasFreeUNet(channels=4, blocks=2), 8)
     y = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     jac = jacobian(lambda v: net(v.view(1, 1, 8, 8)).ravel(), y.ravel(), vectorize=True)
     out = net(y).ravel()
@@ -97,9 +83,9 @@ def gradient_boxes(net: torch.nn.Module, size: int, positions: range) -> list[tu
 
 
 @pytest.mark.parametrize(("blocks", "widths"), [(2, {44}), (3, {92, 100})])
-def test_unet_receptive_field_matches_gradient_support(blocks, widths):
+def test_unet_receptive_field_matches_gradient_support(blocks, widths, calibrate):
     # the receptive field depends on blocks and convs only; 8 channels keep this cheap
-    net = calibrated(BiasFreeUNet(channels=8, blocks=blocks), 16)
+    net = calibrate(BiasFreeUNet(channels=8, blocks=blocks), 16)
     size = 128
     assert net.receptive_field() == max(widths)
     # every phase of the output pixel in the 2**blocks grid; with 3 blocks the support
@@ -108,8 +94,8 @@ def test_unet_receptive_field_matches_gradient_support(blocks, widths):
     assert {w for box in boxes for w in box} == widths
 
 
-def test_bfcnn_receptive_field_matches_gradient_support():
-    net = calibrated(BFCNN(depth=6, channels=6), 16)
+def test_bfcnn_receptive_field_matches_gradient_support(calibrate):
+    net = calibrate(BFCNN(depth=6, channels=6), 16)
     assert net.receptive_field() == 13
     assert gradient_boxes(net, 24, range(11, 13)) == [(13, 13), (13, 13)]
 
@@ -117,7 +103,7 @@ def test_bfcnn_receptive_field_matches_gradient_support():
 def test_networks_follow_the_denoiser_protocol():
     y = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(4))
     for net in (BiasFreeUNet(channels=4, blocks=2).eval(), BFCNN(depth=3, channels=4).eval()):
-        assert isinstance(net, Denoiser) and net.name in ("unet", "bfcnn")
+        assert net.name in ("unet", "bfcnn")
         with torch.no_grad():
             assert torch.equal(net(y, 0.1), net(y))
             assert torch.equal(net(y, torch.full((2,), 0.3)), net(y))

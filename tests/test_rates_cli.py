@@ -94,3 +94,20 @@ def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, capsys, argv, mess
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_configuration_defaults_names_and_noise_seeds():
+    from benchmarks.common import derive_seed
+    from benchmarks.rates import RatesConfig, build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args([]))
+    assert config == RatesConfig() and config.out == "out/rates"
+    assert config.counts() == {64: 12, 128: 12, 256: 12}
+    # Translation-invariant versions are the cycle-spun ones, under their historical names.
+    assert DENOISERS["ti_wavelet"]().name == "ti_wavelet_db4_hard_4x4"
+    assert DENOISERS["ti_bandlet"]().name == "ti_bandlet_db4_4x4"
+    # Block (alpha index, size) keeps the noise stream of SeedSequence([seed, index, size]).
+    expected = int(np.random.SeedSequence([3, 1, 64]).generate_state(1)[0])
+    assert derive_seed(3, 1, 64) == expected
+    with pytest.raises(ValueError, match="one number or one per size"):
+        RatesConfig(sizes=(32,), n_images=(2, 3))

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from models.symmetrized import SYMMETRIES, Symmetrized, Transform, symmetry_group
+from models.symmetrized import SYMMETRIES, Symmetrized, Transform, cycle_spins, symmetry_group
 from models.unet import BiasFreeUNet
 from synthetic import FAMILY_NAMES, get_family
-from tests.test_networks import calibrated
 
 SIZE = 16
 
 
-def random_net() -> torch.nn.Module:
-    return calibrated(BiasFreeUNet(channels=4, blocks=2), SIZE)
+@pytest.fixture
+def random_net(calibrate):
+    return lambda: calibrate(BiasFreeUNet(channels=4, blocks=2), SIZE)
 
 
 def images(n: int = 3, seed: int = 0) -> torch.Tensor:
@@ -41,7 +41,7 @@ def test_group_is_closed_and_has_the_stated_order(symmetries, shifts, order):
         assert torch.equal(a.invert(a.apply(y)), y)
 
 
-def test_average_is_exactly_equivariant_homogeneous_and_idempotent():
+def test_average_is_exactly_equivariant_homogeneous_and_idempotent(random_net):
     group = symmetry_group(("flip_h", "flip_v", "roll_h"), SIZE, 2)
     f = Symmetrized(random_net(), group)
     y = images()
@@ -53,7 +53,7 @@ def test_average_is_exactly_equivariant_homogeneous_and_idempotent():
     torch.testing.assert_close(Symmetrized(f, group)(y, 0.1), out, rtol=1e-10, atol=1e-12)
 
 
-def test_average_is_never_worse_than_its_transformed_calls():
+def test_average_is_never_worse_than_its_transformed_calls(random_net):
     group = symmetry_group(("flip_h", "roll_h"), SIZE, 4)
     net = random_net()
     x = images(8, seed=1)
@@ -64,7 +64,7 @@ def test_average_is_never_worse_than_its_transformed_calls():
     assert torch.all(averaged < each.max(0).values)
 
 
-def test_name_and_bad_input():
+def test_name_and_bad_input(random_net):
     net = random_net()
     assert Symmetrized(net, symmetry_group(("flip_h",), SIZE)).name == "unet_sym"
     with pytest.raises(ValueError, match="unknown symmetries.*flip_h"):
@@ -121,3 +121,11 @@ def test_declared_symmetries_keep_the_law(name, symmetry):
 )
 def test_the_invariance_check_sees_a_broken_symmetry(name, transform):
     assert _max_paired_z(_family_images(name), transform) > 10
+
+
+def test_cycle_spins_are_the_shifts_of_cycle_spinning():
+    spins = cycle_spins(3)
+    assert [g.shift for g in spins] == [(i, j) for i in range(3) for j in range(3)]
+    assert all(g.flip == () for g in spins)
+    with pytest.raises(ValueError, match="shifts must be >= 1"):
+        cycle_spins(0)

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
-from models import checkpoint, runstore, training
+from models import checkpoint, training
 from models.objectives import OBJECTIVES, get_objective, sigma_range
-from models.runstore import RunStore
+from models.runstore import RunStore, load_run
 from models.training import TrainConfig, build_network, epoch_order, learning_rate, train
 
 N_SIGMA = 20_000
@@ -375,13 +381,29 @@ def test_config_validation_and_canonical_form():
     assert json.loads(json.dumps(implicit.to_dict())) == implicit.to_dict()
 
 
-def test_cpu_fast_path_is_compiled_and_deterministic(tmp_path):
+def test_cpu_fast_path_is_compiled_and_deterministic(tmp_path, monkeypatch):
+    calls = {"compiled": 0, "steps": 0}
+    compile_ = torch.compile
+
+    def spy(module):
+        calls["compiled"] += 1
+        compiled = compile_(module)
+
+        def step(*args, **kwargs):
+            calls["steps"] += 1
+            return compiled(*args, **kwargs)
+
+        return step
+
+    monkeypatch.setattr(training.torch, "compile", spy)
     images = half_planes(5)
     nets, histories = [], []
     for run, fast in enumerate((True, True, False)):
         config = tiny_config(fast=fast, epochs=1)
         nets.append(build_network(config))
         histories.append(train(nets[-1], images, config, tmp_path / str(run), progress=False))
+    # the two fast runs, and only they, train through the compiled module at every step
+    assert calls == {"compiled": 2, "steps": 2 * config.total_steps()}
     assert same_weights(nets[0], nets[1])  # a compiled rerun is bit for bit the same
     # the compiled step computes the same loss as eager mode, up to rounding
     assert histories[0][0]["loss"] == pytest.approx(histories[2][0]["loss"], rel=1e-3)
@@ -411,7 +433,6 @@ def test_run_store_reuses_finished_runs(tmp_path, monkeypatch):
     # another description of the data is another run
     with pytest.raises(AssertionError, match="trained again"):
         store.get_or_train(config, data | {"part": "B"}, images, progress=False)
-    assert runstore.training is training
 
 
 def test_run_store_resumes_partial_runs(tmp_path, monkeypatch):
@@ -449,3 +470,155 @@ def test_cuda_fast_path_trains_and_resumes(tmp_path, monkeypatch):
     y = images.cuda()
     with torch.no_grad():
         assert torch.allclose(net(3 * y), 3 * net(y), rtol=1e-4, atol=1e-6)
+
+
+def test_shipped_store_is_found_and_never_written(tmp_path, monkeypatch):
+    images = half_planes(5)
+    config, data = tiny_config(), {"family": "half_planes", "n": 5, "part": "A"}
+    trained = RunStore(tmp_path / "shipped").get_or_train(config, data, images, progress=False)
+    shipped = tmp_path / "shipped"
+    before = sorted(p.name for p in shipped.rglob("*"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a shipped run was trained again")
+
+    monkeypatch.setattr(training, "train", no_training)
+    store = RunStore(tmp_path / "user", shipped=(shipped,))
+    run = store.find(config, data, tuple(images.shape))
+    assert run is not None and run.parent == shipped
+    loaded = store.get_or_train(config, data, images, progress=False)
+    assert same_weights(loaded, trained)
+    assert sorted(p.name for p in shipped.rglob("*")) == before
+    assert not (tmp_path / "user").exists()
+    # without the shipped store the same key is a new run
+    with pytest.raises(AssertionError, match="trained again"):
+        RunStore(tmp_path / "user").get_or_train(config, data, images, progress=False)
+
+
+def test_load_run_returns_the_network_and_its_record(tmp_path):
+    images = half_planes(5)
+    config, data = tiny_config(), {"family": "half_planes", "n": 5, "part": "A"}
+    store = RunStore(tmp_path)
+    trained = store.get_or_train(config, data, images, progress=False)
+    net, run = load_run(store.run_dir(config, data, tuple(images.shape)))
+    assert same_weights(net, trained) and not net.training
+    assert (
+        run.config.to_dict() == config.to_dict()
+        and run.data == data
+        and run.shape == tuple(images.shape)
+    )
+    assert run.metrics["history"][-1]["step"] == config.total_steps()
+    with pytest.raises(ValueError, match="not a finished run"):
+        load_run(tmp_path / "missing")
+    (run.path / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="is corrupt.*delete the folder"):
+        load_run(run.path)
+
+
+# --- checkpoints inside an epoch, Ctrl-C, kills -----------------------------------------
+
+
+def test_time_checkpoints_inside_an_epoch_resume_exactly(tmp_path, monkeypatch):
+    images = half_planes(5)
+    config = tiny_config(samples_per_epoch=40, epochs=2, cooldown_steps=3, fast=False)
+    reference = build_network(config)
+    expected = train(reference, images, config, tmp_path / "ref", progress=False)
+    saves = []
+    real = checkpoint.save_checkpoint
+
+    def save_then_die(path, meta, modules, optimizer, generators, progress):
+        real(path, meta, modules, optimizer, generators, progress)
+        saves.append(progress["position"])
+        if len(saves) == 3:
+            raise Interrupted
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    net = build_network(config)
+    with pytest.raises(Interrupted):
+        # a tiny interval: a checkpoint after every step
+        train(net, images, config, tmp_path / "run", progress=False, checkpoint_s=1e-9)
+    assert saves[-1] is not None and saves[-1]["k"] == 3  # killed inside the first epoch
+    monkeypatch.setattr(training, "save_checkpoint", real)
+    resumed = build_network(config)
+    history = train(resumed, images, config, tmp_path / "run", progress=False)
+    assert same_weights(resumed, reference)
+    assert [h["loss"] for h in history] == [h["loss"] for h in expected]
+
+
+def test_cooldown_start_writes_a_checkpoint(tmp_path, monkeypatch):
+    images = half_planes(5)
+    config = tiny_config(samples_per_epoch=40, epochs=1, cooldown_steps=2, fast=False)
+    positions = []
+    real = checkpoint.save_checkpoint
+
+    def record(path, meta, modules, optimizer, generators, progress):
+        real(path, meta, modules, optimizer, generators, progress)
+        positions.append(None if progress["position"] is None else progress["step"])
+
+    monkeypatch.setattr(training, "save_checkpoint", record)
+    train(build_network(config), images, config, tmp_path, progress=False)
+    assert positions == [config.total_steps() - 2, None]
+
+
+def test_sigint_writes_a_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):
+    images = half_planes(5)
+    config = tiny_config(samples_per_epoch=40, epochs=2, fast=False)
+    reference = build_network(config)
+    train(reference, images, config, tmp_path / "ref", progress=False)
+    objective_terms = type(config.make_objective()).terms
+    calls = {"n": 0}
+
+    def terms_then_ctrl_c(self, net, x, generator):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return objective_terms(self, net, x, generator)
+
+    monkeypatch.setattr(type(config.make_objective()), "terms", terms_then_ctrl_c)
+    net = build_network(config)
+    with pytest.raises(training.TrainingInterrupted) as info:
+        train(net, images, config, tmp_path / "run", progress=False)
+    assert info.value.step == 4 and info.value.checkpoint.exists()
+    monkeypatch.setattr(type(config.make_objective()), "terms", objective_terms)
+    resumed = build_network(config)
+    train(resumed, images, config, tmp_path / "run", progress=False)
+    assert same_weights(resumed, reference)
+
+
+KILL_SCRIPT = """
+import sys, torch
+from models.training import TrainConfig, build_network, train
+config = TrainConfig(network_params={"channels": 4, "blocks": 2}, objective="edm",
+                     batch_size=8, samples_per_epoch=48, epochs=2, seed=7, fast=False)
+images = torch.rand(5, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+net = build_network(config)
+train(net, images, config, sys.argv[1], progress=False, checkpoint_s=float(sys.argv[2]))
+torch.save(net.state_dict(), sys.argv[1] + "/final.pt")
+"""
+
+
+def test_sigkill_at_a_random_step_then_resume_equals_the_uninterrupted_run(tmp_path):
+    def run(folder, interval, kill_after=None):
+        command = [sys.executable, "-c", KILL_SCRIPT, str(folder), str(interval)]
+        proc = subprocess.Popen(command, cwd=Path(__file__).parent.parent)
+        if kill_after is None:
+            assert proc.wait(timeout=300) == 0
+            return
+        checkpoint_file = folder / training.CHECKPOINT
+        deadline = time.monotonic() + 300
+        # wait for a random number of checkpoints (one per step), then kill without warning
+        seen = set()
+        while len(seen) < kill_after and proc.poll() is None and time.monotonic() < deadline:
+            if checkpoint_file.exists():
+                seen.add(checkpoint_file.stat().st_mtime_ns)
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait()
+
+    kill_after = int(np.random.default_rng(3).integers(1, 10))  # a seeded "random" step
+    run(tmp_path / "ref", 1e9)
+    run(tmp_path / "killed", 1e-9, kill_after=kill_after)
+    run(tmp_path / "killed", 1e9)
+    ref = torch.load(tmp_path / "ref" / "final.pt")
+    resumed = torch.load(tmp_path / "killed" / "final.pt")
+    assert all(torch.equal(ref[k], resumed[k]) for k in ref), f"killed after {kill_after}"

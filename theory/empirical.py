@@ -1,4 +1,4 @@
-"""The empirical optimal denoiser (the memorizer) and its smoothed density (DESIGN §4).
+"""The empirical optimal denoiser (the memorizer) and its smoothed density (docs/design.md §3.2).
 
 For a training set {x_1, ..., x_n}, the law p = (1/n) sum_i delta(x_i) smoothed by
 Gaussian noise of standard deviation sigma is p_sigma = (1/n) sum_i N(x_i, sigma^2 I).

@@ -1,6 +1,6 @@
-"""Jacobians of denoisers, their traces (exact and Hutchinson) and SURE (DESIGN §4).
+"""Jacobians of denoisers, their traces (exact and Hutchinson) and SURE (docs/design.md §3.4).
 
-``f`` is any denoiser under the protocol of DESIGN §3: batched ``f(y, sigma)`` acting on each
+``f`` is any denoiser under ``theory.protocol``: batched ``f(y, sigma)`` acting on each
 image independently. Because image b of the output depends only on image b of the input, one
 vector-Jacobian product with the same cotangent in every image yields one Jacobian row for
 every image at once. (A network in training mode with batch statistics couples images; call
@@ -15,18 +15,15 @@ tensors captured from outside are wrapped, so a denoiser that validates a tensor
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch.autograd import forward_ad
 
+from theory.protocol import Denoiser
 from theory.sigma import sigma_like
-
-DenoiserFn = Callable[..., torch.Tensor]
 
 
 def jacobian(
-    f: DenoiserFn, y: torch.Tensor, sigma: float | torch.Tensor, chunk_size: int | None = None
+    f: Denoiser, y: torch.Tensor, sigma: float | torch.Tensor, chunk_size: int | None = None
 ) -> torch.Tensor:
     """Exact Jacobian ``d f(y) / d y`` of each image, by ``d`` batched vector-Jacobian products.
 
@@ -54,7 +51,7 @@ def jacobian(
     if out.shape != y.shape:
         raise ValueError(
             f"f(y, sigma) must return the shape of y (got {tuple(out.shape)} for "
-            f"{tuple(y.shape)}); pass a denoiser under the protocol of DESIGN §3"
+            f"{tuple(y.shape)}); pass a denoiser under the protocol of ``theory.protocol``"
         )
     step = d if chunk_size is None else chunk_size
     if step < 1:
@@ -71,7 +68,7 @@ def jacobian(
     return torch.cat(rows).reshape(d, b, d).transpose(0, 1)
 
 
-def trace_exact(f: DenoiserFn, y: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+def trace_exact(f: Denoiser, y: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
     """Exact trace of each image's Jacobian, ``tr grad f(y)`` (the effective dimension).
 
     Costs ``d`` vector-Jacobian products; use :func:`trace_hutchinson` for large images.
@@ -84,7 +81,7 @@ def trace_exact(f: DenoiserFn, y: torch.Tensor, sigma: float | torch.Tensor) -> 
 
 
 def trace_hutchinson(
-    f: DenoiserFn,
+    f: Denoiser,
     y: torch.Tensor,
     sigma: float | torch.Tensor,
     n_probes: int = 8,
@@ -146,7 +143,7 @@ def trace_hutchinson(
 
 
 def sure(
-    f: DenoiserFn, y: torch.Tensor, sigma: float | torch.Tensor, trace: torch.Tensor
+    f: Denoiser, y: torch.Tensor, sigma: float | torch.Tensor, trace: torch.Tensor
 ) -> torch.Tensor:
     """Stein's unbiased risk estimate of each image's total squared error ``||f(y) - x||^2``.
 

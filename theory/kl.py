@@ -1,4 +1,4 @@
-"""The KL integral of DESIGN §4 as a function of the lower noise cut ``sigma0``.
+"""The KL integral of docs/design.md §4 as a function of the lower noise cut ``sigma0``.
 
 If ``f_q`` is the optimal denoiser of a law ``q`` at every noise level, then
 

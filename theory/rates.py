@@ -1,4 +1,4 @@
-"""Minimax rates for C^alpha cartoons and log-log slope fits of error curves (DESIGN §4)."""
+"""Minimax rates for C^alpha cartoons and log-log slope fits of error curves (docs/design.md §8)."""
 
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def local_slopes(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log-log slope over every run of ``width`` consecutive points of an error curve.
 
-    DESIGN §4: on a finite grid the slope of ``mse(sigma)`` drifts with sigma, so plots show
+    docs/design.md §8: on a finite grid the slope of ``mse(sigma)`` drifts with sigma, so plots show
     this local slope beside ``minimax_exponent(alpha)``.
 
     Parameters

@@ -1,4 +1,4 @@
-"""Noise levels: validation, broadcasting and log-spaced grids (DESIGN §3)."""
+"""Noise levels: validation, broadcasting and log-spaced grids (docs/design.md §1.2)."""
 
 from __future__ import annotations
 

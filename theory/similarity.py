@@ -1,6 +1,6 @@
 """Similarity between images: cosine and Pearson correlation, as matrices, pairs and neighbours.
 
-Used to tell memorization from generalization (DESIGN §6): a sample's similarity to its
+Used to tell memorization from generalization (docs/design.md §12): a sample's similarity to its
 nearest training image, and between samples of two networks drawn from the same noise.
 The raw cosine of [0, 1] images is inflated by their mean intensity (two unrelated images
 of mean 0.5 have cosine near 0.75); the correlation removes each image's mean first.

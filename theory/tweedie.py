@@ -1,4 +1,6 @@
-"""Tweedie / Miyasawa: converting between a denoiser and the score of the noisy law (DESIGN §4).
+"""Tweedie / Miyasawa: converting between a denoiser and the score of the noisy law.
+
+See docs/design.md §3.1.
 
 For ``y = x + sigma z`` with ``z ~ N(0, I)`` and ``p_sigma = p * N(0, sigma^2 I)``, the
 minimum-mean-squared-error denoiser is ``E[x | y] = y + sigma^2 grad log p_sigma(y)``

@@ -154,7 +154,8 @@ def plot_gaussian_check(check: dict, path: Path) -> None:
         yscale="log",
         xlabel="lower cut σ0",
         ylabel="KL (nats per image)",
-        title=f"Wiener on a wrong spectrum (γ = {check['wrong_gamma']:g})",
+        title="Wiener on a wrong spectrum"
+        + ("" if check.get("wrong_gamma") is None else f" (γ = {check['wrong_gamma']:g})"),
     )
     ax.legend(fontsize=8)
     save_figure(path, fig)
@@ -201,8 +202,8 @@ def plot_objectives(comparison: dict, path: Path) -> None:
     save_figure(path, fig)
 
 
-def plot_shuffled(check: dict, path: Path) -> None:
-    """MSE on shuffled faces over MSE on faces for each denoiser."""
+def plot_permutation(check: dict, path: Path) -> None:
+    """MSE on a pixel-permuted family over MSE on the original, for each denoiser."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, ratio in check["ratio"].items():
         ax.plot(check["sigma"], ratio, "o-", ms=3, label=name)
@@ -211,7 +212,7 @@ def plot_shuffled(check: dict, path: Path) -> None:
         xscale="log",
         yscale="log",
         xlabel="σ",
-        ylabel="MSE shuffled / MSE faces",
+        ylabel="MSE permuted / MSE original",
         title="a fixed pixel permutation: who notices?",
     )
     ax.legend(fontsize=8)

@@ -1,38 +1,23 @@
-"""Figures of the generalization benchmark: the seed-figure grid, histograms, curves."""
+"""Figures of the generalization benchmark: the seed-figure grid, histograms, curves.
+
+Every figure is drawn from the results dictionary (as written to ``results.json``) and the
+sample images, so the committed results can be plotted again without rerunning the sweep.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.evaluation import psnr
+from benchmarks.generalization.stats import PARTS, kl_index, median, mid_index
 from benchmarks.output import save_figure
 from theory.similarity import MEASURES
 
-PARTS = ("A", "B")
-
-
-def median(values) -> float:
-    """Median of the finite values (a diverged sample has no similarity); NaN if none."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    return float(np.median(v)) if v.size else float("nan")
-
-
-def mid_index(sigma: np.ndarray) -> int:
-    """Grid index nearest the geometric middle of the sigma range (the table's sigma)."""
-    return int(np.argmin(np.abs(np.log(sigma) - np.log(sigma).mean())))
-
-
-def kl_index(sigma: np.ndarray, sigma_final: float) -> int:
-    """Grid index of the reported KL cut σ0: the level nearest (in log σ) the sampler's last.
-
-    The sampler never goes below ``sigma_final``, so the law it samples is the one smoothed
-    at that level, and errors of the denoiser below it do not reach its samples.
-    """
-    return int(np.argmin(np.abs(np.log(sigma) - np.log(sigma_final))))
+FIGURES = ("grid.png", "histograms.png", "curves.png", "psnr.png")
 
 
 def _pyplot():
@@ -234,3 +219,31 @@ def plot_psnr(result: dict, path: Path) -> None:
     )
     ax_n.legend(fontsize=7)
     save_figure(path, fig)
+
+
+def plot_all(result: dict, images: dict[int, dict[str, torch.Tensor]], out: Path) -> None:
+    """Draw the four figures (:data:`FIGURES`) of one sweep under ``out``."""
+    out = Path(out)
+    plot_grid(images, out / "grid.png")
+    plot_histograms(result["runs"], out / "histograms.png")
+    plot_curves(result, out / "curves.png")
+    plot_psnr(result, out / "psnr.png")
+
+
+def load_images(path: Path) -> dict[int, dict[str, torch.Tensor]]:
+    """The sample images of ``samples.npz`` by n: ``{n: {"A", "B", "nearest_A", ...}}``."""
+    images: dict[int, dict[str, torch.Tensor]] = {}
+    with np.load(path) as saved:
+        for key in saved.files:
+            if key == "y0":
+                continue
+            name, n = key.rsplit("_n", 1)
+            images.setdefault(int(n), {})[name] = torch.from_numpy(saved[key])
+    return dict(sorted(images.items()))
+
+
+def replot(folder: str | Path) -> None:
+    """Draw the figures of a finished sweep again from its ``results.json`` and ``samples.npz``."""
+    folder = Path(folder)
+    result = json.loads((folder / "results.json").read_text())
+    plot_all(result, load_images(folder / "samples.npz"), folder)

@@ -1,0 +1,5 @@
+"""``python -m benchmarks.generalization``."""
+
+from benchmarks.generalization.cli import main
+
+main()
