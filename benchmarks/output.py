@@ -100,15 +100,23 @@ def provenance(device: str | torch.device, options: dict | None = None) -> dict:
     }
 
 
+EXCLUDE_RESULTS = ":(exclude)benchmarks/results"
+
+
 def git_state() -> dict | None:
-    """The commit of the project's checkout and whether its tree is dirty (None if unknown)."""
+    """The commit of the project's checkout and whether its code differs from it.
+
+    ``dirty`` is true when tracked files outside ``benchmarks/results`` have uncommitted
+    changes; None outside a git checkout.
+    """
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # Result files are not code: rewriting them does not make the code dirty.
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", EXCLUDE_RESULTS],
             cwd=root,
             capture_output=True,
             text=True,
