@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks.optimality import PAPER, QUICK, OptimalityConfig, main, measure
 from benchmarks.optimality.plots import objective_label
@@ -326,6 +327,12 @@ def test_retrained_default_network_reproduces_the_shipped_results(tmp_path):
     result = _results(out, "cartoons")
     assert result["network"]["reused"] is False
     assert result["network"]["config"] == shipped["network"]["config"]
+    # the same weights, bit for bit, as the shipped ones
+    trained = torch.load(Path(result["network"]["run_dir"]) / "model.pt")
+    key = Path(result["network"]["run_dir"]).name
+    reference = torch.load(ROOT / "benchmarks" / "weights" / key / "model.pt")
+    assert trained.keys() == reference.keys()
+    assert all(torch.equal(trained[k], reference[k]) for k in reference)
     assert list(result["mse"]) == list(shipped["mse"])
     for key in ("mse", "mse_se", "psnr"):
         for name in shipped[key]:
