@@ -2,7 +2,8 @@
 
 Every command runs through :func:`run_command`, which gives the same guarantees everywhere:
 
-- exit status 2: an option error, found before any work (one line naming the fix);
+- exit status 2: an option error or a bad stored file, found before any work (one line
+  naming the option or the file and the fix; nothing is written);
 - exit status 1: a fault during the run (one line naming the cause and the file or option);
 - exit status 130: Ctrl-C; a training run writes its checkpoint first, and the same command
   resumes it.
@@ -13,6 +14,7 @@ Every command runs through :func:`run_command`, which gives the same guarantees 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -36,7 +38,10 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(**kwargs)
         self.add_argument(
-            "--debug", action="store_true", help="show the full traceback of a failure"
+            "--debug",
+            action="store_true",
+            default=False,
+            help="show the full traceback of a failure",
         )
 
     def error(self, message: str):
@@ -52,16 +57,24 @@ def run_command(
     """Parse ``argv``, validate everything with ``prepare``, then do the ``work``.
 
     ``prepare`` must check every option and build what the work needs without doing it;
-    its ``ValueError``, ``FileNotFoundError`` or ``NotADirectoryError`` is an option error
-    (exit 2). Any exception of ``work`` is a fault (exit 1); Ctrl-C exits 130.
+    its ``ValueError`` or ``OSError`` (a missing or unreadable input) is an option error
+    (exit 2), any other exception a fault (exit 1). Any exception of ``work`` is a fault
+    (exit 1); Ctrl-C exits 130 in either.
     """
     args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
     try:
         prepared = prepare(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        if args.debug:
+    except KeyboardInterrupt:
+        _stop(parser, 130, "interrupted before any work: nothing was written")
+    except (ValueError, OSError) as err:
+        if debug:
             raise
         parser.error(_one_line(err))
+    except Exception as err:
+        if debug:
+            raise
+        _stop(parser, 1, f"failed: {_one_line(err)} (--debug shows the traceback)")
     try:
         return work(prepared)
     except TrainingInterrupted as err:
@@ -74,7 +87,7 @@ def run_command(
     except KeyboardInterrupt:
         _stop(parser, 130, "interrupted: run the same command again (finished runs are kept)")
     except Exception as err:
-        if args.debug:
+        if debug:
             raise
         _stop(parser, 1, f"failed: {_one_line(err)} (--debug shows the traceback)")
 
@@ -90,12 +103,18 @@ def _stop(parser: Parser, status: int, message: str):
 
 
 def check_writable(folder: str | os.PathLike, option: str) -> Path:
-    """Create ``folder`` if needed and check that files can be written in it.
+    """Check that files can be written in ``folder`` (created later, when needed).
 
-    A real write is attempted (permission bits do not stop root); ``ValueError`` names the
-    option and the fix.
+    A real write is attempted (permission bits do not stop root): the missing folders are
+    created, a temporary file is written in ``folder``, and what was created is removed
+    again, so a check leaves nothing behind. ``ValueError`` names the option and the fix.
     """
     path = Path(folder)
+    missing = []
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
@@ -105,7 +124,24 @@ def check_writable(folder: str | os.PathLike, option: str) -> Path:
         raise ValueError(
             f"cannot write to {option} {folder} ({reason}): choose another folder"
         ) from None
+    finally:
+        for created in missing:  # deepest first
+            try:
+                created.rmdir()
+            except OSError:
+                break
     return path
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (``inf`` and ``nan`` are refused with one line)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r} as a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def parse_sigmas(text: str) -> np.ndarray:
@@ -138,6 +174,8 @@ def parse_window(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"cannot read window {text!r}: use lo,hi") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise argparse.ArgumentTypeError(f"window needs finite ends, got {text!r}")
     if not 0 < lo < hi:
         raise argparse.ArgumentTypeError(f"window needs 0 < lo < hi, got {text!r}")
     return lo, hi

@@ -4,7 +4,7 @@ tables."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -14,6 +14,7 @@ from torch import nn
 from models.runstore import RunStore, read_metrics
 from models.training import CHECKPOINT_S, TrainConfig
 from theory.kl import kl_curve
+from theory.protocol import Denoiser
 
 
 def derive_seed(seed: int, *keys: str | int) -> int:
@@ -43,6 +44,35 @@ def check_device(text: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device {text!r} is not supported: use cpu or cuda")
     return device
+
+
+def probe_denoisers(
+    denoisers: Mapping[str, Denoiser],
+    image: torch.Tensor,
+    sigmas: Sequence[float],
+    what: str,
+    fix: str = "change --size or leave the family out",
+) -> None:
+    """Call every denoiser on one noisy ``image`` (1, 1, H, W) at the ends of the σ grid.
+
+    A denoiser that cannot take the images (a size it does not support, a singular system at
+    this size) then fails before any work, with a ``ValueError`` naming it, ``what`` it
+    belongs to and the fix, instead of after an hour of training.
+    """
+    noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(0)).to(image)
+    for name, f in denoisers.items():
+        for sigma in sorted({min(sigmas), max(sigmas)}):
+            try:
+                with torch.no_grad():
+                    out = f(image + float(sigma) * noise, float(sigma))
+                if tuple(out.shape) != tuple(image.shape):
+                    raise ValueError(f"output of shape {tuple(out.shape)}")
+            except Exception as err:
+                reason = (str(err).strip().splitlines() or [""])[0]
+                raise ValueError(
+                    f"{what}: {name} cannot denoise its images at σ = {sigma:g} "
+                    f"({type(err).__name__}: {reason}): {fix}"
+                ) from None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ the smallest and largest σ.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.cli import Parser, parse_sigmas, parse_window
+from benchmarks.cli import Parser, check_writable, parse_sigmas, parse_window, run_command
 from benchmarks.common import derive_seed
 from benchmarks.evaluation import risk_curves
 from benchmarks.output import provenance, save_figure, write_csv, write_json
@@ -115,9 +116,12 @@ class RatesConfig:
 
 def _floats(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",")]
+        values = [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"cannot read {text!r}: use a list like 1,2,3") from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} holds a number that is not finite")
+    return values
 
 
 def _ints(text: str) -> list[int]:
@@ -194,7 +198,7 @@ def build_denoisers(config: RatesConfig) -> dict[str, Denoiser]:
         for key, f in denoisers.items():
             try:
                 f(probe, 0.1)
-            except ValueError as err:
+            except (ValueError, RuntimeError) as err:
                 raise ValueError(f"size {size} does not suit '{key}': {err}") from None
     return denoisers
 
@@ -371,14 +375,18 @@ def print_table(result: dict) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-        denoisers = build_denoisers(config)
-    except (ValueError, RuntimeError) as err:
-        parser.error(str(err))
+def prepare(args: argparse.Namespace) -> tuple[RatesConfig, dict[str, Denoiser]]:
+    """Every check before any work: the configuration, the denoisers at every size, and
+    that ``--out`` can be written."""
+    config = config_from_args(args)
+    denoisers = build_denoisers(config)
+    check_writable(config.out, "--out")
+    return config, denoisers
+
+
+def work(prepared: tuple[RatesConfig, dict[str, Denoiser]]) -> dict:
+    """Measure, then write the files and print the table."""
+    config, denoisers = prepared
     out = Path(config.out)
     result = run(config, denoisers)
     header, rows = csv_rows(result)
@@ -388,6 +396,11 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(result)
     print(f"\nwrote {out}/results.json, rates.csv, mse.png and local_slopes.png")
     return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Exit status 2 for an option error (before any work), 1 for a fault, 130 for Ctrl-C."""
+    return run_command(build_parser(), argv, prepare, work)
 
 
 if __name__ == "__main__":

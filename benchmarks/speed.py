@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cli import Parser
+from benchmarks.cli import Parser, check_writable, finite_float, run_command
 from benchmarks.common import check_device, derive_seed
 from benchmarks.output import provenance, write_json
 from models.memorizer import Memorizer
@@ -122,21 +122,10 @@ def training_throughput(config: SpeedConfig, device: torch.device) -> dict:
     batch_size, steps, seed = config.train_batch, config.train_steps, config.seed
     images = get_family("cartoons", size=size, seed=seed).images("A", 4 * batch_size).to(device)
     rates = {}
-    for fast in (False, True):
+    for fast, run_config in train_configs(config, device).items():
         torch.backends.cudnn.benchmark = fast
-        config = TrainConfig(
-            network="unet",
-            network_params={"channels": channels, "blocks": blocks},
-            objective="edm",
-            batch_size=batch_size,
-            samples_per_epoch=batch_size * steps,
-            epochs=2,
-            seed=seed,
-            device=str(device),
-            fast=fast,
-        )
         with tempfile.TemporaryDirectory() as tmp:
-            history = train(build_network(config), images, config, tmp, progress=False)
+            history = train(build_network(run_config), images, run_config, tmp, progress=False)
         rates["fast" if fast else "plain_fp32"] = history[-1]["img_per_s"]
     return {
         "size": size,
@@ -146,6 +135,24 @@ def training_throughput(config: SpeedConfig, device: torch.device) -> dict:
         "steps": steps,
         "img_per_s": rates,
         "ratio": rates["fast"] / rates["plain_fp32"],
+    }
+
+
+def train_configs(config: SpeedConfig, device: torch.device) -> dict[bool, TrainConfig]:
+    """The training runs timed: plain fp32 (``False``) and the fast path (``True``)."""
+    return {
+        fast: TrainConfig(
+            network="unet",
+            network_params={"channels": config.train_channels, "blocks": TRAIN_BLOCKS},
+            objective="edm",
+            batch_size=config.train_batch,
+            samples_per_epoch=config.train_batch * config.train_steps,
+            epochs=2,
+            seed=config.seed,
+            device=str(device),
+            fast=fast,
+        )
+        for fast in (False, True)
     }
 
 
@@ -220,7 +227,7 @@ def build_parser() -> Parser:
     p.add_argument("--size", type=int, default=d.size, help="image side in pixels")
     p.add_argument(
         "--sigmas",
-        type=float,
+        type=finite_float,
         nargs="+",
         default=list(d.sigmas),
         help="noise levels in pixel units",
@@ -256,19 +263,55 @@ def run(config: SpeedConfig) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = SpeedConfig(**{f.name: getattr(args, f.name) for f in fields(SpeedConfig)})
-        check_device(config.device)
-    except ValueError as err:
-        parser.error(str(err))
+def check(config: SpeedConfig) -> None:
+    """Everything the timings depend on, before any work (``ValueError`` naming the fix).
+
+    The device, that ``--out`` can be written, the family holding ``--n-train`` training
+    and ``--n-query`` held-out images of ``--size``, and the timed UNet taking
+    ``--train-size`` images.
+    """
+    device = check_device(config.device)
+    check_writable(config.out, "--out")
+    family = get_family(config.family, size=config.size, seed=config.seed)
+    for option, part, n in (
+        ("--n-train", "A", config.n_train),
+        ("--n-query", "test", config.n_query),
+    ):
+        held = family.capacity(part)
+        if n > held:
+            raise ValueError(
+                f"family '{config.family}' holds {int(held)} images in part {part}: use "
+                f"{option} <= {int(held)} or another --family"
+            )
+    get_family("cartoons", size=config.train_size, seed=config.seed)
+    factor = 2**TRAIN_BLOCKS
+    if config.train_size % factor:
+        raise ValueError(
+            f"--train-size {config.train_size} cannot pass the UNet's {TRAIN_BLOCKS} levels: "
+            f"use a multiple of {factor}"
+        )
+    train_configs(config, device)
+
+
+def prepare(args) -> SpeedConfig:
+    """The checked configuration of the parsed options."""
+    config = SpeedConfig(**{f.name: getattr(args, f.name) for f in fields(SpeedConfig)})
+    check(config)
+    return config
+
+
+def work(config: SpeedConfig) -> dict:
+    """Both timings, then ``<out>/results.json``."""
     result = run(config)
     path = Path(config.out) / "results.json"
     write_json(path, result)
     print(f"wrote {path}")
     return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Exit status 2 for an option error (before any work), 1 for a fault, 130 for Ctrl-C."""
+    return run_command(build_parser(), argv, prepare, work)
 
 
 if __name__ == "__main__":

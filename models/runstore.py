@@ -76,12 +76,14 @@ class RunStore:
     def check(self, config: training.TrainConfig, data: dict, shape: tuple[int, ...]) -> None:
         """Check the stored files of this run, before any work; ``ValueError`` names the fix.
 
-        A finished run must have readable ``metrics.json``, ``config.json`` and ``model.pt``;
-        an unfinished one a readable checkpoint of this configuration (or none).
+        A finished run must have readable ``metrics.json``, ``model.pt`` and a
+        ``config.json`` holding this run's record; an unfinished one a readable checkpoint of
+        this configuration (or none; its ``config.json`` is written again when it trains).
         """
         run = self.find(config, data, shape)
         if run is not None:
             read_metrics(run)
+            _check_record(run, self.record(config, data, shape))
             _load_weights(run, config)
             return
         path = self.run_dir(config, data, shape) / training.CHECKPOINT
@@ -146,15 +148,32 @@ def read_metrics(run: str | Path) -> dict:
     return metrics
 
 
+def _check_record(run: Path, record: dict) -> None:
+    """``ValueError`` naming the file and the fix unless ``run/config.json`` holds ``record``."""
+    path = run / "config.json"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"stored run file {path} is corrupt ({type(err).__name__}): delete the folder "
+            f"{run} to retrain"
+        ) from err
+    if stored != json.loads(_json_bytes(record)):
+        raise ValueError(
+            f"stored run file {path} does not describe this run (another configuration): "
+            f"delete the folder {run} to retrain"
+        )
+
+
 def _load_weights(run: Path, config: training.TrainConfig) -> nn.Module:
     net = training.build_network(config)
+    path = run / "model.pt"
     try:
-        net.load_state_dict(
-            torch.load(run / "model.pt", map_location=config.device, weights_only=True)
-        )
+        net.load_state_dict(torch.load(path, map_location=config.device, weights_only=True))
     except Exception as err:
         raise ValueError(
-            f"stored run {run} is corrupt ({type(err).__name__}): delete the folder to retrain"
+            f"stored run file {path} is corrupt ({type(err).__name__}): delete the folder "
+            f"{run} to retrain"
         ) from err
     return net.eval()
 

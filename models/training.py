@@ -309,7 +309,10 @@ def train(
     memory_format = torch.channels_last if config.fast else torch.contiguous_format
     net.to(device=device, memory_format=memory_format)
     # Only the training step is compiled: checkpoints and evaluation use ``net`` itself.
-    step_net = torch.compile(net) if config.fast and device.type == "cpu" else net
+    # Static shapes: with torch's default, a process that has compiled the network's code for
+    # another shape before (a second run, a smaller last batch) recompiles it for dynamic
+    # shapes, whose kernels round differently; the numbers would depend on the process's past.
+    step_net = torch.compile(net, dynamic=False) if config.fast and device.type == "cpu" else net
     images = images.to(device)
     objective = config.make_objective()
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)

@@ -17,7 +17,7 @@ from skimage import io
 import benchmarks.generalization as gen
 from benchmarks.common import derive_seed
 from benchmarks.evaluation import risk_curves
-from benchmarks.generalization import cli, config, measure, plots, report, sampling, stats
+from benchmarks.generalization import cli, config, measure, plots, prepare, report, sampling, stats
 from models.memorizer import Memorizer
 from synthetic import FAMILY_NAMES, get_family
 from synthetic.disks import render_disks
@@ -265,6 +265,11 @@ def test_rerun_loads_networks_from_the_store(sweep, tmp_path):
     assert result["runs"][0]["similarity"]["AB"]["cosine"] == first  # deterministic
     kl = [r["runs"][0]["denoising"]["A"]["kl_test"]["value"] for r in (result, sweep["result"])]
     np.testing.assert_array_equal(kl[0], kl[1])
+    # The loaded networks give the numbers of the runs that trained them, bit for bit.
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    first = json.loads((sweep["out"] / "results.json").read_text())
+    for new, old in zip(again["runs"], first["runs"], strict=True):
+        assert new["denoising"] == old["denoising"] and new["similarity"] == old["similarity"]
 
 
 def test_figures_are_drawn_again_from_the_files(sweep, tmp_path):
@@ -523,21 +528,21 @@ def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, capsys, argv, mess
 def test_the_optimum_is_what_the_family_declares():
     gaussian = get_family("gaussian", size=8, seed=0)
     test = gaussian.images("test", 4)
-    wiener = measure.exact_optimum(gaussian, test)
+    wiener = prepare.exact_optimum(gaussian, test)
     assert wiener is not None and wiener.name == gaussian.optimum.reference == "wiener"
     disks = get_family("disks", size=8, seed=0)
-    assert measure.exact_optimum(disks, disks.images("test", 2)).name == "disk_posterior"
-    assert measure.exact_optimum(get_family("faces", size=8), test) is None  # none known
+    assert prepare.exact_optimum(disks, disks.images("test", 2)).name == "disk_posterior"
+    assert prepare.exact_optimum(get_family("faces", size=8), test) is None  # none known
     cartoons = get_family("cartoons_gaussian", size=8, seed=0)
     assert cartoons.optimum.kind == "lower_bound"  # a genie bound, not the optimum itself
-    assert measure.exact_optimum(cartoons, cartoons.images("test", 2)) is None
+    assert prepare.exact_optimum(cartoons, cartoons.images("test", 2)) is None
 
 
 def test_kl_from_the_exact_optimum_on_gaussian_fields():
     family = get_family("gaussian", size=8, seed=0)
     train, test = family.images("A", 3), family.images("test", 32)
     sigma = np.geomspace(0.01, 1, 5)
-    optimum = measure.exact_optimum(family, test)
+    optimum = prepare.exact_optimum(family, test)
     held_out = measure.held_out_optimum(optimum, test, sigma, seed=0)
     exact = measure.denoising_curves(optimum, train, test, sigma, 3, 0, optimum=held_out)
     assert exact["kl_test"]["kind"] == "exact_vs_optimum"

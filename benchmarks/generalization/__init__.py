@@ -15,21 +15,18 @@ where it declares one). Writes ``results.json``, ``summary.csv``, ``samples.npz`
 plots under ``--out`` (and ``order.txt``, the fixed order of a finite family's sources);
 prints a table.
 
-Modules: ``config`` (the frozen configuration, its profiles, the derived seeds, the setup),
-``measure`` (training, denoising curves, KL), ``sampling`` (samples, nearest training
-images, sample quality), ``sweep`` (the loop over set sizes), ``report`` (expectations,
-table, files), ``plots`` (figures) and ``cli`` (the command line). In Python::
+Modules: ``config`` (the frozen configuration, its profiles, the derived seeds), ``prepare``
+(every check before any work, and the objects the sweep needs), ``measure`` (training,
+denoising curves, KL), ``sampling`` (samples, nearest training images, sample quality),
+``sweep`` (the loop over set sizes), ``report`` (expectations, table, files), ``plots``
+(figures) and ``cli`` (the command line). In Python::
 
     from benchmarks.generalization import configure, run
     result = run(configure("quick", out="out/quick"))
 """
 
 from benchmarks.generalization.cli import main, run
-from benchmarks.generalization.config import (
-    PROFILES,
-    GeneralizationConfig,
-    configure,
-    setup,
-)
+from benchmarks.generalization.config import PROFILES, GeneralizationConfig, configure
+from benchmarks.generalization.prepare import setup
 
 __all__ = ["PROFILES", "GeneralizationConfig", "configure", "main", "run", "setup"]

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.cli import Parser, parse_sigmas
+from benchmarks.cli import Parser, finite_float, parse_sigmas, run_command
 from benchmarks.generalization import __doc__ as _DOC
 from benchmarks.generalization.config import (
     OBJECTIVES,
     PROFILES,
     SAMPLERS,
     GeneralizationConfig,
-    Setup,
     configure,
-    setup,
 )
+from benchmarks.generalization.prepare import Setup, setup
 from benchmarks.generalization.report import print_table, summary_rows, write_outputs
 from benchmarks.generalization.sweep import sweep
 from models.objectives import SIGMA_LAWS
@@ -47,6 +46,7 @@ _SHARED_OPTIONS = (
     "steps",
     "lr",
     "runs",
+    "checkpoint_minutes",
     "sampler",
     "h0",
     "beta",
@@ -138,7 +138,7 @@ def build_parser() -> Parser:
         default=_SHARED.steps,
         help="optimizer steps per network (sets the epochs unless --epochs is given, then caps)",
     )
-    g.add_argument("--lr", type=float, default=_SHARED.lr, help="Adam learning rate")
+    g.add_argument("--lr", type=finite_float, default=_SHARED.lr, help="Adam learning rate")
     g.add_argument(
         "--lr-step-epochs",
         type=int,
@@ -147,6 +147,13 @@ def build_parser() -> Parser:
     )
     g.add_argument(
         "--runs", default=_SHARED.runs, help="run store root (trained networks are reused)"
+    )
+    g.add_argument(
+        "--checkpoint-minutes",
+        type=finite_float,
+        default=_SHARED.checkpoint_minutes,
+        help="minutes of training between checkpoints (also written at every epoch end and on "
+        "Ctrl-C; the same command resumes)",
     )
     g = p.add_argument_group("evaluation")
     g.add_argument(
@@ -172,21 +179,21 @@ def build_parser() -> Parser:
         default=_SHARED.sampler,
         help="stochastic coarse-to-fine ascent or deterministic probability flow",
     )
-    g.add_argument("--h0", type=float, default=_SHARED.h0, help="ascent: first step size")
+    g.add_argument("--h0", type=finite_float, default=_SHARED.h0, help="ascent: first step size")
     g.add_argument(
         "--beta",
-        type=float,
+        type=finite_float,
         default=_SHARED.beta,
         help="ascent: noise-reduction fraction kept (1: no injected noise)",
     )
     g.add_argument(
         "--sigma0",
-        type=float,
+        type=finite_float,
         default=_SHARED.sigma0,
         help="standard deviation of the initial noise, centred at 0.5",
     )
     g.add_argument(
-        "--sigma-final", type=float, default=_SHARED.sigma_final, help="final noise level"
+        "--sigma-final", type=finite_float, default=_SHARED.sigma_final, help="final noise level"
     )
     g.add_argument("--max-steps", type=int, default=_SHARED.max_steps, help="ascent: cap on steps")
     g.add_argument(
@@ -237,12 +244,8 @@ def run(config: GeneralizationConfig, prepared: Setup | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """``python -m benchmarks.generalization``: errors of the input exit with status 2."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-        prepared = setup(config)
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
-    return run(config, prepared)
+    """``python -m benchmarks.generalization``: exit status 2 for an option error or a bad
+    stored file (before any work), 1 for a fault during the run, 130 for Ctrl-C."""
+    return run_command(
+        build_parser(), argv, lambda args: setup(config_from_args(args)), lambda s: run(s.config, s)
+    )

@@ -3,9 +3,9 @@
 A :class:`GeneralizationConfig` is valid by construction (every number is checked in
 ``__post_init__``, with a one-line error naming the command-line option and the fix); the
 profiles ``quick``, ``default`` and ``paper`` are instances of it, and :func:`configure`
-applies explicit settings to a profile. :func:`setup` then builds what the measurement needs
-(the family, the set sizes, the training configurations, the σ grid, the derived seeds)
-without doing any work.
+applies explicit settings to a profile. ``benchmarks.generalization.prepare.setup`` then
+checks what depends on the machine, the family and the run store, and builds what the
+measurement needs without doing any work.
 """
 
 from __future__ import annotations
@@ -15,15 +15,11 @@ import math
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
-import torch
 
 from benchmarks.cli import parse_sigmas
-from benchmarks.common import check_device, derive_seed
-from benchmarks.generalization.stats import PARTS
-from models.objectives import SIGMA_LAWS, sigma_range
-from models.training import TrainConfig
-from synthetic import FAMILY_NAMES, family_parameters, get_family
-from synthetic.family import Family
+from benchmarks.common import derive_seed
+from models.objectives import SIGMA_LAWS
+from synthetic import FAMILY_NAMES
 from theory.similarity import MEASURES
 
 DEFAULT_SIZES = (1, 10, 100, 1000, 10_000)
@@ -53,7 +49,9 @@ class GeneralizationConfig:
     Then the settings every profile shares: the sampler (``sampler``, ``h0``, ``beta``,
     ``sigma0``, ``sigma_final``, ``max_steps``, ``flow_steps``), the similarity that picks the
     nearest training image (``measure``), the root ``seed`` of every stream, the run store
-    (``runs``), the output folder (``out``) and the progress bars. ``sizes_given`` says that
+    (``runs``) and the minutes of training between its checkpoints (``checkpoint_minutes``,
+    not part of a run's key), the output folder (``out``) and the progress bars. The step
+    budget is exact: ``steps`` above what the epochs hold is refused. ``sizes_given`` says that
     ``sizes`` were asked for explicitly: sizes above what the family holds are then an error
     instead of being capped.
     """
@@ -81,6 +79,7 @@ class GeneralizationConfig:
     steps: int | None = None
     lr: float = 1e-3
     runs: str = "runs"
+    checkpoint_minutes: float = 4.0
     sampler: str = "ascent"
     h0: float = 0.01
     beta: float = 0.5
@@ -131,6 +130,23 @@ class GeneralizationConfig:
             raise ValueError(
                 f"--sizes-n: set sizes must be integers >= 1 in increasing order (got {sizes})"
             )
+        for name in ("lr", "h0", "beta", "sigma0", "sigma_final", "checkpoint_minutes"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"{option(name)} must be a finite number (got {value!r})")
+        if not self.checkpoint_minutes > 0:
+            raise ValueError(
+                f"--checkpoint-minutes must be > 0 (got {self.checkpoint_minutes}): the "
+                "default is 4"
+            )
+        if self.steps is not None:
+            held = self.epochs * math.ceil(self.samples_per_epoch / self.batch_size)
+            if self.steps > held:
+                raise ValueError(
+                    f"--steps {self.steps} is more than the {self.epochs} epoch(s) of "
+                    f"{held // self.epochs} steps hold ({held}): raise --epochs, or drop it to "
+                    "let --steps set the epochs"
+                )
         lo, hi = self.train_sigma
         if not 0 < lo < hi:
             raise ValueError(f"train_sigma needs 0 < sigma_min < sigma_max (got {lo}, {hi})")
@@ -268,11 +284,13 @@ def configure(profile: str = "default", **settings) -> GeneralizationConfig:
         settings.setdefault("sigma_law", None)
     if "sizes" in settings:
         settings.setdefault("sizes_given", True)
-    config = replace(base, **settings)
-    if config.steps is not None and "epochs" not in settings:
+    steps = settings.pop("steps", base.steps)
+    config = replace(base, **settings, steps=None)
+    if steps is not None and "epochs" not in settings:
+        _check_int("steps", steps, 1)
         per_epoch = math.ceil(config.samples_per_epoch / config.batch_size)
-        config = replace(config, epochs=math.ceil(config.steps / per_epoch))
-    return config
+        config = replace(config, epochs=math.ceil(steps / per_epoch))
+    return replace(config, steps=steps)
 
 
 def stream_seeds(seed: int) -> dict[str, int]:
@@ -304,6 +322,11 @@ def choose_sizes(
     if requested[-1] <= capacity:
         return requested, None
     cap = int(capacity)
+    if cap < 1:
+        raise ValueError(
+            f"family '{family}' holds no image for the disjoint sets A and B: give a folder "
+            "with more images (--faces-dir) or another family"
+        )
     if explicit:
         raise ValueError(
             f"--sizes-n asks for n = {requested[-1]} but family '{family}' holds at most {cap} "
@@ -315,87 +338,3 @@ def choose_sizes(
         f"{', '.join(map(str, sizes))} (asked {', '.join(map(str, requested))})"
     )
     return sizes, note
-
-
-@dataclass(frozen=True)
-class Setup:
-    """What the measurement needs, built from a configuration before any work."""
-
-    config: GeneralizationConfig
-    family: Family
-    sizes: tuple[int, ...]
-    capacity: float
-    capped: str | None
-    train: dict[str, TrainConfig]
-    sigmas: np.ndarray
-    n_test: int
-    device: torch.device
-    seeds: dict[str, int]
-
-
-def build_family(config: GeneralizationConfig) -> Family:
-    """The image family of ``config`` (``faces_dir``: the folder the family reads)."""
-    params = {} if config.faces_dir is None else {"folder": config.faces_dir}
-    if params and "folder" not in family_parameters(config.family):
-        raise ValueError(
-            f"--faces-dir needs a family read from a folder, such as --family faces "
-            f"(family '{config.family}' takes no folder): drop --faces-dir"
-        )
-    return get_family(config.family, size=config.size, seed=config.seed, **params)
-
-
-def train_configs(
-    config: GeneralizationConfig, seeds: dict[str, int], device: torch.device
-) -> dict[str, TrainConfig]:
-    """The training configuration of the A and B networks (they differ only in their seed)."""
-    objective_params = sigma_range(config.objective, *config.train_sigma, config.sigma_law)
-    return {
-        part: TrainConfig(
-            network="unet",
-            network_params={"channels": config.channels, "blocks": config.blocks},
-            objective=config.objective,
-            objective_params=objective_params,
-            lr=config.lr,
-            lr_step_epochs=config.lr_step_epochs,
-            batch_size=config.batch_size,
-            samples_per_epoch=config.samples_per_epoch,
-            epochs=config.epochs,
-            max_steps=config.steps,
-            seed=seeds[f"network_{part}"],
-            device=str(device),
-        )
-        for part in PARTS
-    }
-
-
-def setup(config: GeneralizationConfig) -> Setup:
-    """Check what depends on the machine and the family, and build the sweep's objects."""
-    device = check_device(config.device)
-    family = build_family(config)
-    factor = 2**config.blocks
-    if family.size % factor:
-        raise ValueError(
-            f"image size {family.size} is not divisible by 2**blocks = {factor}: choose --size "
-            f"a multiple of {factor} or fewer --blocks"
-        )
-    capacity = min(family.capacity("A"), family.capacity("B"))
-    sizes, capped = choose_sizes(config.sizes, config.sizes_given, capacity, family.name)
-    n_test = int(min(config.n_test, family.capacity("test")))
-    if n_test < 2:
-        raise ValueError(
-            f"family '{family.name}' holds {n_test} held-out images; need >= 2: use a larger "
-            "family (e.g. a bigger --faces-dir)"
-        )
-    seeds = stream_seeds(config.seed)
-    return Setup(
-        config=config,
-        family=family,
-        sizes=sizes,
-        capacity=capacity,
-        capped=capped,
-        train=train_configs(config, seeds, device),
-        sigmas=config.sigma_grid,
-        n_test=n_test,
-        device=device,
-        seeds=seeds,
-    )

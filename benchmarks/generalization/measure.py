@@ -18,11 +18,10 @@ from torch import nn
 
 from benchmarks.common import kl_record, train_or_load
 from benchmarks.evaluation import RiskCurves, psnr, risk_curves
-from benchmarks.generalization.config import Setup, stream_seeds
+from benchmarks.generalization.config import stream_seeds
+from benchmarks.generalization.prepare import Setup, train_data
 from models.memorizer import Memorizer
-from models.references import build_optimum
 from models.runstore import RunStore
-from synthetic.family import Family
 from theory.protocol import Denoiser
 
 
@@ -36,17 +35,6 @@ def training_rows(train: torch.Tensor, n_eval: int) -> torch.Tensor:
     if n >= n_eval:
         return train[:n_eval]
     return train.repeat_interleave(math.ceil(n_eval / n), dim=0)
-
-
-def exact_optimum(family: Family, test: torch.Tensor) -> Denoiser | None:
-    """The optimal denoiser of the family's own law when the family declares it exact.
-
-    None when the family knows only a lower bound (an oracle) or nothing. The exact optimum
-    does not depend on training images; it is built on the device of ``test``.
-    """
-    if family.optimum.kind != "exact":
-        return None
-    return build_optimum(family, test, test.shape[0])
 
 
 @dataclass(frozen=True)
@@ -164,9 +152,11 @@ def train_network(
     Returns the network and its record: its run folder, whether it was reused, the training
     seed, time, parameters, steps, images seen, final loss and training PSNR.
     """
-    data = {"family": s.family.params, "part": part, "n": n}
+    data = train_data(s.family, part, n)
     config = s.train[part]
-    net, run = train_or_load(store, config, data, train.to(s.device), s.config.progress)
+    net, run = train_or_load(
+        store, config, data, train.to(s.device), s.config.progress, s.checkpoint_s()
+    )
     return net, {
         "run_dir": run.run_dir,
         "reused": run.reused,

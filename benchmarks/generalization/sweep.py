@@ -13,14 +13,14 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.evaluation import psnr
-from benchmarks.generalization.config import PROFILE_FIELDS, Setup
+from benchmarks.generalization.config import PROFILE_FIELDS
 from benchmarks.generalization.measure import (
     HeldOutOptimum,
     denoising_curves,
-    exact_optimum,
     held_out_optimum,
     train_network,
 )
+from benchmarks.generalization.prepare import Setup, exact_optimum
 from benchmarks.generalization.report import expectations
 from benchmarks.generalization.sampling import (
     INITIAL_MEAN,

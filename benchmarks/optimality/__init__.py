@@ -13,8 +13,9 @@ network's effective dimension E tr ∇f(y), and writes ``<out>/<family>/results.
 ``curves.csv`` and PNG plots plus ``<out>/summary.csv``.
 
 Modules: ``config`` (the frozen :class:`OptimalityConfig` and the profiles ``QUICK`` and
-``PAPER``), ``cli`` (the command line), ``measure`` (the measurements), ``report`` (files
-and tables), ``plots`` (figures). The held-out evaluation is ``benchmarks.api``'s.
+``PAPER``), ``cli`` (the command line), ``plan`` (every check before any work), ``measure``
+(the measurements), ``report`` (files and tables), ``plots`` (figures). The held-out
+evaluation is ``benchmarks.api``'s.
 """
 
 from benchmarks.optimality.cli import build_parser, main

@@ -6,9 +6,10 @@ import argparse
 from dataclasses import fields, replace
 from pathlib import Path
 
-from benchmarks.cli import Parser, parse_sigmas, parse_window
+from benchmarks.cli import Parser, finite_float, parse_sigmas, parse_window, run_command
 from benchmarks.optimality import measure, report
 from benchmarks.optimality.config import PAPER, QUICK, OptimalityConfig, profile
+from benchmarks.optimality.plan import Plan, plan
 from models.objectives import OBJECTIVES, SIGMA_LAWS
 from synthetic import FAMILY_NAMES
 
@@ -37,6 +38,8 @@ def build_parser() -> Parser:
 
     def add(flag: str, help: str, **kwargs) -> None:
         dest = flag.lstrip("-").replace("-", "_")
+        if kwargs.get("type") is float:
+            kwargs["type"] = finite_float  # inf and nan are refused with one line
         p.add_argument(flag, help=f"{help} [{_default(dest)}]", **kwargs)
 
     p.add_argument(
@@ -137,6 +140,12 @@ def build_parser() -> Parser:
         "in benchmarks/weights",
         action="store_true",
     )
+    add(
+        "--checkpoint-minutes",
+        "minutes of training between checkpoints (also written at every phase end and on "
+        "Ctrl-C; the same command resumes)",
+        type=float,
+    )
     add("--seed", "seed of images, splits, noise, training", type=int)
     add("--device", "torch device, e.g. cpu or cuda")
     add("--out", "output folder")
@@ -162,24 +171,28 @@ def config_from_args(args: argparse.Namespace) -> OptimalityConfig:
     return replace(base, **{k: v for k, v in given.items() if k in known})
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    """Run the benchmark on every requested family; return the families' results."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    out = None
-    try:
-        config = config_from_args(args)
-        out = Path(config.out)
-        measure.check_device(config.device)
-        families = measure.make_families(config)
-        results = []
-        for family in families:
-            results.append(measure.run_family(family, config))
-            report.write_family(results[-1], out / family.name)
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
+def prepare(args: argparse.Namespace) -> Plan:
+    """Every check before any work: the configuration, then :func:`plan`."""
+    return plan(config_from_args(args))
+
+
+def work(p: Plan) -> list[dict]:
+    """Measure every family, then write their files (a failure leaves no partial results)."""
+    config, out = p.config, Path(p.config.out)
+    results = [measure.run_family(family, config) for family in p.families]
+    for result in results:
+        report.write_family(result, out / result["family"])
     report.print_tables(results)
-    report.write_permutation_checks(measure.permutation_checks(families, results), out)
+    report.write_permutation_checks(measure.permutation_checks(list(p.families), results), out)
     report.write_summary(results, out)
     print(f"\nwrote {out}/<family>/results.json, curves.csv, PNG plots and summary.csv")
     return results
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the benchmark on every requested family; return the families' results.
+
+    Exit status 2 for an option error or a bad stored file (before any work), 1 for a
+    fault during the run, 130 for Ctrl-C (``benchmarks.cli.run_command``).
+    """
+    return run_command(build_parser(), argv, prepare, work)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -43,6 +44,8 @@ class OptimalityConfig:
     sigmas : evaluation noise levels; ``slope_window`` the σ window of the slope fits.
     probes : Hutchinson probes per image of the effective dimension.
     runs : the writable run store; ``retrain`` leaves the shipped weights out.
+    checkpoint_minutes : minutes of training between checkpoints (an interrupt loses at
+        most this much); not part of a run's key.
     seed : root seed of images, splits, noise and training.
     device, out, progress : torch device, output folder, progress bars.
     """
@@ -81,13 +84,17 @@ class OptimalityConfig:
     probes: int = 4
     runs: str = "runs"
     retrain: bool = False
+    checkpoint_minutes: float = 4.0
     seed: int = 0
     device: str = "cpu"
     out: str = "out/optimality"
     progress: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sigmas", tuple(float(s) for s in np.asarray(self.sigmas)))
+        sigmas = np.asarray(self.sigmas, dtype=float)
+        if np.all(np.isfinite(sigmas)):
+            sigmas = np.unique(sigmas)  # the final grid: sorted, without duplicates
+        object.__setattr__(self, "sigmas", tuple(float(s) for s in sigmas))
         object.__setattr__(self, "slope_window", tuple(float(s) for s in self.slope_window))
         object.__setattr__(self, "runs", str(self.runs))
         object.__setattr__(self, "out", str(self.out))
@@ -100,8 +107,33 @@ class OptimalityConfig:
         return [name.strip() for name in self.family.split(",")]
 
 
+# Real-valued settings: each must be a finite number (``inf`` would reach the run store's
+# key, NaN would pass every comparison).
+_REALS = (
+    "alpha",
+    "beta",
+    "gamma",
+    "sigma_d",
+    "sigma_mix",
+    "train_sigma_min",
+    "train_sigma_max",
+    "lr",
+    "cooldown",
+    "cooldown_lr",
+    "checkpoint_minutes",
+)
+
+
 def validate(c: OptimalityConfig) -> None:
     """Raise ``ValueError`` (one line naming the option and the fix) on any bad number."""
+    for name in _REALS:
+        value = getattr(c, name)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number (got {value})")
+    if not c.checkpoint_minutes > 0:
+        raise ValueError(
+            f"--checkpoint-minutes must be > 0 (got {c.checkpoint_minutes}): the default is 4"
+        )
     if c.network not in ("unet", "bfcnn", "none"):
         raise ValueError(f"--network must be unet, bfcnn or none (got {c.network!r})")
     positive = {
@@ -150,7 +182,7 @@ def validate(c: OptimalityConfig) -> None:
         )
     check_sigma(np.asarray(c.sigmas))
     if len(c.sigmas) < 3:
-        raise ValueError("--sigmas needs at least 3 noise levels to fit slopes")
+        raise ValueError("--sigmas needs at least 3 distinct noise levels to fit slopes")
     lo, hi = c.slope_window
     if not 0 < lo < hi:
         raise ValueError(f"--slope-window needs 0 < lo < hi (got {lo:g},{hi:g})")

@@ -135,16 +135,26 @@ def objectives(config: OptimalityConfig) -> list[str]:
     return [config.objective] + (others if config.compare_objectives else [])
 
 
+def train_data(family: Family, n: int) -> dict:
+    """The description of ``n`` training images of ``family`` that the run store keys by."""
+    return {"family": family.params, "part": "A", "n": int(n)}
+
+
 def train_networks(
     family: Family, train: torch.Tensor, config: OptimalityConfig
 ) -> tuple[dict[str, nn.Module], dict[str, TrainedRun]]:
     """The network of each objective, trained on ``train`` or loaded, and its run record."""
     store = run_store(config)
-    data = {"family": family.params, "part": "A", "n": int(train.shape[0])}
+    data = train_data(family, train.shape[0])
     nets, runs = {}, {}
     for objective in objectives(config):
         nets[objective], runs[objective] = train_or_load(
-            store, train_config(config, objective), data, train, progress=config.progress
+            store,
+            train_config(config, objective),
+            data,
+            train,
+            progress=config.progress,
+            checkpoint_s=60 * config.checkpoint_minutes,
         )
     return nets, runs
 
