@@ -24,6 +24,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from models.checkpoint import StoredFileError
 from models.training import TrainingInterrupted
 from theory.sigma import check_sigma
 
@@ -58,7 +59,9 @@ def run_command(
 
     ``prepare`` must check every option and build what the work needs without doing it;
     its ``ValueError`` or ``OSError`` (a missing or unreadable input) is an option error
-    (exit 2), any other exception a fault (exit 1). Any exception of ``work`` is a fault
+    (exit 2, pointing at ``--help``), its
+    :class:`~models.checkpoint.StoredFileError` a damaged stored file (exit 2, naming the
+    file and the fix), any other exception a fault (exit 1). Any exception of ``work`` is a fault
     (exit 1); Ctrl-C exits 130 in either.
     """
     args = parser.parse_args(argv)
@@ -67,6 +70,10 @@ def run_command(
         prepared = prepare(args)
     except KeyboardInterrupt:
         _stop(parser, 130, "interrupted before any work: nothing was written")
+    except StoredFileError as err:
+        if debug:
+            raise
+        _stop(parser, 2, f"error: {_one_line(err)}")
     except (ValueError, OSError) as err:
         if debug:
             raise
@@ -163,7 +170,8 @@ def parse_sigmas(text: str) -> np.ndarray:
     values = np.unique(values)
     if len(values) < 3:
         raise argparse.ArgumentTypeError(
-            f"need at least 3 distinct noise levels to fit slopes (got {text!r})"
+            f"need at least 3 distinct noise levels for risk curves, slopes and KL integrals "
+            f"(got {text!r})"
         )
     return values
 

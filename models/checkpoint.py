@@ -10,6 +10,14 @@ import torch
 from torch import nn
 
 
+class StoredFileError(ValueError):
+    """A stored file (checkpoint, weights, training record) that cannot be used as it is.
+
+    Its message names the file and the fix; it is not an option error, so command lines
+    report it without pointing at ``--help``.
+    """
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
 
@@ -69,7 +77,8 @@ def load_checkpoint(
 ) -> dict:
     """Restore the states written by :func:`save_checkpoint` in place; return ``progress``.
 
-    Raises ``ValueError`` if the file cannot be read or was written for another ``meta``.
+    Raises :class:`StoredFileError` if the file cannot be read or was written for another
+    ``meta``.
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -87,7 +96,7 @@ def load_checkpoint(
         return state["progress"]
     except Exception as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
-        raise ValueError(
+        raise StoredFileError(
             f"checkpoint {path} is corrupt or from another configuration ({reason}): "
             "delete it to retrain"
         ) from err

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from models import training
-from models.checkpoint import atomic_save, atomic_write
+from models.checkpoint import StoredFileError, atomic_save, atomic_write
 
 
 def _json_bytes(obj: object) -> bytes:
@@ -74,7 +74,7 @@ class RunStore:
         return None if run is None else _load_weights(run, config)
 
     def check(self, config: training.TrainConfig, data: dict, shape: tuple[int, ...]) -> None:
-        """Check the stored files of this run, before any work; ``ValueError`` names the fix.
+        """Check the stored files of this run, before any work; ``StoredFileError`` names the fix.
 
         A finished run must have readable ``metrics.json``, ``model.pt`` and a
         ``config.json`` holding this run's record; an unfinished one a readable checkpoint of
@@ -130,7 +130,7 @@ class RunStore:
 def read_metrics(run: str | Path) -> dict:
     """The training record ``metrics.json`` of a finished run, checked for what callers read.
 
-    ``ValueError`` names the file and the fix when it is unreadable, truncated or empty.
+    ``StoredFileError`` names the file and the fix when it is unreadable, truncated or empty.
     """
     path = Path(run) / "metrics.json"
     try:
@@ -141,7 +141,7 @@ def read_metrics(run: str | Path) -> dict:
         int(metrics["parameters"])
         float(metrics["train_wall_s"])
     except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
-        raise ValueError(
+        raise StoredFileError(
             f"stored run file {path} is corrupt ({type(err).__name__}): delete the folder "
             f"{Path(run)} to retrain"
         ) from err
@@ -149,17 +149,18 @@ def read_metrics(run: str | Path) -> dict:
 
 
 def _check_record(run: Path, record: dict) -> None:
-    """``ValueError`` naming the file and the fix unless ``run/config.json`` holds ``record``."""
+    """``StoredFileError`` naming the file and the fix unless ``run/config.json`` holds
+    ``record``."""
     path = run / "config.json"
     try:
         stored = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise ValueError(
+        raise StoredFileError(
             f"stored run file {path} is corrupt ({type(err).__name__}): delete the folder "
             f"{run} to retrain"
         ) from err
     if stored != json.loads(_json_bytes(record)):
-        raise ValueError(
+        raise StoredFileError(
             f"stored run file {path} does not describe this run (another configuration): "
             f"delete the folder {run} to retrain"
         )
@@ -171,7 +172,7 @@ def _load_weights(run: Path, config: training.TrainConfig) -> nn.Module:
     try:
         net.load_state_dict(torch.load(path, map_location=config.device, weights_only=True))
     except Exception as err:
-        raise ValueError(
+        raise StoredFileError(
             f"stored run file {path} is corrupt ({type(err).__name__}): delete the folder "
             f"{run} to retrain"
         ) from err
@@ -210,7 +211,7 @@ def load_run(path: str | Path, device: str | None = None) -> tuple[nn.Module, St
     """
     run = Path(path)
     if not (run / "metrics.json").exists():
-        raise ValueError(f"{run} is not a finished run (no metrics.json): train it first")
+        raise StoredFileError(f"{run} is not a finished run (no metrics.json): train it first")
     try:
         record = json.loads((run / "config.json").read_text())
         metrics = read_metrics(run)
@@ -220,7 +221,7 @@ def load_run(path: str | Path, device: str | None = None) -> tuple[nn.Module, St
         config = training.TrainConfig(**train)
         stored = StoredRun(config, record["data"], tuple(record["shape"]), metrics, run)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(
+        raise StoredFileError(
             f"stored run {run} is corrupt ({type(err).__name__}: {err}): delete the folder to "
             "retrain"
         ) from err

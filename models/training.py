@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from models.bfcnn import BFCNN
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import StoredFileError, load_checkpoint, save_checkpoint
 from models.objectives import Objective, get_objective
 from models.unet import BiasFreeUNet
 
@@ -229,17 +229,20 @@ def epoch_order(n: int, samples_per_epoch: int, generator: torch.Generator) -> t
 
 
 def check_checkpoint(path: str | Path, config: TrainConfig, shape: tuple[int, ...]) -> None:
-    """``ValueError`` naming the file and the fix unless ``path`` is a readable checkpoint of
-    this configuration and data shape (what :func:`train` would resume)."""
+    """:class:`~models.checkpoint.StoredFileError` naming the file and the fix unless ``path``
+    is a readable checkpoint of this configuration and data shape (what :func:`train` would
+    resume)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         same = state["meta"] == {"config": config.to_dict(), "images": list(shape)}
     except Exception as err:
-        raise ValueError(
+        raise StoredFileError(
             f"checkpoint {path} is corrupt ({type(err).__name__}): delete it to retrain"
         ) from err
     if not same:
-        raise ValueError(f"checkpoint {path} is from another configuration: delete it to retrain")
+        raise StoredFileError(
+            f"checkpoint {path} is from another configuration: delete it to retrain"
+        )
 
 
 class _SigintFlag:
