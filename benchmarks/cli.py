@@ -151,6 +151,25 @@ def finite_float(text: str) -> float:
     return value
 
 
+def float_list(text: str) -> list[float]:
+    """An argparse type: a comma-separated list of finite numbers, e.g. ``1,2,3``."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: use a list like 1,2,3") from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} holds a number that is not finite")
+    return values
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse type: a comma-separated list of integers, e.g. ``64,128``."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: use a list like 64,128") from None
+
+
 def parse_sigmas(text: str) -> np.ndarray:
     """Parse ``lo:hi:n`` (log-spaced, inclusive) or a comma-separated list of noise levels."""
     try:

@@ -13,7 +13,6 @@ the smallest and largest σ.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,7 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.cli import Parser, check_writable, parse_sigmas, parse_window, run_command
+from benchmarks.cli import (
+    Parser,
+    check_writable,
+    float_list,
+    int_list,
+    parse_sigmas,
+    parse_window,
+    run_command,
+)
 from benchmarks.common import derive_seed
 from benchmarks.evaluation import risk_curves
 from benchmarks.output import provenance, save_figure, write_csv, write_json
@@ -114,38 +121,21 @@ class RatesConfig:
         return dict(zip(self.sizes, counts, strict=True))
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"cannot read {text!r}: use a list like 1,2,3") from None
-    if not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r} holds a number that is not finite")
-    return values
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"cannot read {text!r}: use a list like 64,128") from None
-
-
 def build_parser() -> Parser:
     d = RatesConfig()
     p = Parser(prog="python -m benchmarks.rates", description=__doc__.split("\n\n")[1])
     p.add_argument(
-        "--alphas", type=_floats, default=list(d.alphas), help="regularities α > 0, a,b,c"
+        "--alphas", type=float_list, default=list(d.alphas), help="regularities α > 0, a,b,c"
     )
     p.add_argument(
         "--sizes",
-        type=_ints,
+        type=int_list,
         default=list(d.sizes),
         help="image sides in pixels, even and divisible as the denoisers need (powers of 2)",
     )
     p.add_argument(
         "--n-images",
-        type=_ints,
+        type=int_list,
         default=list(d.n_images),
         help="held-out images per size: one number for every size or one per size (>= 2)",
     )

@@ -187,7 +187,11 @@ def _bisections(n: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
     return starts, lengths
 
 
-def _check_squares(min_square: int, max_square: int) -> None:
+def check_squares(min_square: int, max_square: int) -> None:
+    """``ValueError`` naming the fix unless ``1 <= min_square <= max_square`` are integers.
+
+    The quadtree's squares have sides ``min_square`` to ``max_square`` pixels.
+    """
     if int(min_square) != min_square or min_square < 1 or max_square < min_square:
         raise ValueError(
             f"need integers 1 <= min_square <= max_square (got {min_square}, {max_square}); "
@@ -239,7 +243,7 @@ def best_geometry(
         raise ValueError(f"subband must be a non-empty 2-D array, got shape {subband.shape}")
     if not (np.isfinite(threshold) and threshold >= 0 and np.isfinite(gamma) and gamma >= 0):
         raise ValueError(f"need finite threshold >= 0 and gamma >= 0 (got {threshold}, {gamma})")
-    _check_squares(min_square, max_square)
+    check_squares(min_square, max_square)
     h, w = subband.shape
     t2 = float(threshold) ** 2
     penalty = float(gamma) ** 2 * t2

@@ -11,10 +11,10 @@ import pywt
 import torch
 
 from models.bandlet_transform import (
-    _check_squares,
     adapted_geometry,
     bandlet_forward,
     bandlet_inverse,
+    check_squares,
     uniform_directions,
 )
 from models.wavelets import WaveletThreshold
@@ -78,7 +78,7 @@ class BandletThreshold:
     ) -> None:
         # Validates the wavelet, factor and levels and owns the levels rule.
         self._wavelets = WaveletThreshold(wavelet, "hard", factor, levels)
-        _check_squares(min_square, max_square)
+        check_squares(min_square, max_square)
         if not (np.isfinite(gamma) and gamma >= 0):
             raise ValueError(f"gamma must be finite and >= 0 (got {gamma}); the default is 1.5")
         self.wavelet = wavelet
