@@ -220,6 +220,8 @@ def load_run(path: str | Path, device: str | None = None) -> tuple[nn.Module, St
             train["device"] = device
         config = training.TrainConfig(**train)
         stored = StoredRun(config, record["data"], tuple(record["shape"]), metrics, run)
+    except StoredFileError:
+        raise  # already names the damaged file and the fix
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise StoredFileError(
             f"stored run {run} is corrupt ({type(err).__name__}: {err}): delete the folder to "

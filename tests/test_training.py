@@ -511,6 +511,12 @@ def test_load_run_returns_the_network_and_its_record(tmp_path):
     assert run.metrics["history"][-1]["step"] == config.total_steps()
     with pytest.raises(ValueError, match="not a finished run"):
         load_run(tmp_path / "missing")
+    metrics = (run.path / "metrics.json").read_text()
+    (run.path / "metrics.json").write_text("{")
+    with pytest.raises(ValueError) as err:
+        load_run(run.path)
+    assert str(err.value).count("corrupt") == 1 and str(run.path / "metrics.json") in str(err.value)
+    (run.path / "metrics.json").write_text(metrics)
     (run.path / "config.json").write_text("{")
     with pytest.raises(ValueError, match="is corrupt.*delete the folder"):
         load_run(run.path)
