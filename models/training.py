@@ -228,13 +228,18 @@ def epoch_order(n: int, samples_per_epoch: int, generator: torch.Generator) -> t
     return torch.randperm(samples_per_epoch, generator=generator) % n
 
 
+def _checkpoint_meta(config: TrainConfig, shape: tuple[int, ...]) -> dict:
+    """What identifies a run's checkpoint: its configuration and the training images' shape."""
+    return {"config": config.to_dict(), "images": list(shape)}
+
+
 def check_checkpoint(path: str | Path, config: TrainConfig, shape: tuple[int, ...]) -> None:
     """:class:`~models.checkpoint.StoredFileError` naming the file and the fix unless ``path``
     is a readable checkpoint of this configuration and data shape (what :func:`train` would
     resume)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        same = state["meta"] == {"config": config.to_dict(), "images": list(shape)}
+        same = state["meta"] == _checkpoint_meta(config, shape)
     except Exception as err:
         raise StoredFileError(
             f"checkpoint {path} is corrupt ({type(err).__name__}): delete it to retrain"
@@ -329,7 +334,7 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / CHECKPOINT
-    meta = {"config": config.to_dict(), "images": list(images.shape)}
+    meta = _checkpoint_meta(config, tuple(images.shape))
     state = {"epoch": 0, "step": 0, "history": [], "position": None}
     if path.exists():
         state = {"position": None} | load_checkpoint(path, meta, modules, optimizer, generators)
