@@ -206,7 +206,8 @@ PROFILE_FIELDS = tuple(_NAMES[: _NAMES.index("profile")])
 # law generalizes too (0.95) but does not memorize (cosine down to 0.955); the paper's law
 # leaves a floor at small sigma (test PSNR below the input's at sigma = 0.03). At 3000 steps
 # the n = 1 networks sat at the 0.99 line (minimum 0.9896 in one run), so the default trains
-# 6000 steps (minimum 0.9954, median correlation 0.976; about 30 minutes).
+# 6000 steps: minimum 0.9954 in an earlier version, 0.970 with the current seeds and compiled
+# training (median cosine 0.996, correlation 0.92; docs/results.md §9).
 _DEFAULT = GeneralizationConfig(
     family="gaussian",
     size=16,
