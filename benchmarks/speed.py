@@ -5,7 +5,9 @@ product for the distances, a softmax, and a second product weights @ train whose
 depends on how many training images keep a weight above eps / n. This benchmark times it
 on B noisy test images against n training images at a few noise levels, beside one
 float32 product of the first product's shape in the same process, and reports the ratio
-(aim: at most 2). Each measurement is a function returning a dict; ``main`` assembles
+(aim: at most 2); it also times the training fast path against plain fp32 and the
+Jacobian kernels against the methods they replace (``benchmarks.jacobian_speed``). Each
+measurement is a function returning a dict; ``main`` assembles
 them, so further sections (e.g. training throughput) slot in beside it. Output goes to
 ``out/speed`` by default (the committed results under ``benchmarks/results`` are written
 only when ``--out`` names them).
@@ -24,6 +26,7 @@ import torch
 
 from benchmarks.cli import Parser, check_writable, finite_float, run_command
 from benchmarks.common import check_device, derive_seed
+from benchmarks.jacobian_speed import jacobian_speed, lanczos_speed, print_tables
 from benchmarks.output import provenance, write_json
 from models.memorizer import Memorizer
 from models.training import TrainConfig, build_network, train
@@ -188,6 +191,9 @@ class SpeedConfig:
     train_channels: int = 16
     train_batch: int = 64
     train_steps: int = 30
+    jacobian_size: int = 32
+    lanczos_size: int = 64
+    lanczos_k: int = 50
     device: str = "cpu"
     out: str = "out/speed"
 
@@ -198,7 +204,16 @@ class SpeedConfig:
             raise ValueError(f"unknown family {self.family!r}; choose one of {FAMILY_NAMES}")
         if min(self.repeats, self.train_steps, self.train_batch) < 1:
             raise ValueError("--repeats, --train-steps and --train-batch must be >= 1")
-        for flag in ("n_train", "n_query", "size", "train_size", "train_channels"):
+        for flag in (
+            "n_train",
+            "n_query",
+            "size",
+            "train_size",
+            "train_channels",
+            "jacobian_size",
+            "lanczos_size",
+            "lanczos_k",
+        ):
             if getattr(self, flag) < 1:
                 raise ValueError(f"--{flag.replace('_', '-')} must be >= 1")
         if self.threads is not None and self.threads < 1:
@@ -243,6 +258,13 @@ def build_parser() -> Parser:
     )
     p.add_argument("--train-batch", type=int, default=d.train_batch, help="training: batch size")
     p.add_argument("--train-steps", type=int, default=d.train_steps, help="training: steps")
+    p.add_argument(
+        "--jacobian-size", type=int, default=d.jacobian_size, help="full Jacobian: image side"
+    )
+    p.add_argument(
+        "--lanczos-size", type=int, default=d.lanczos_size, help="eigenpairs: image side"
+    )
+    p.add_argument("--lanczos-k", type=int, default=d.lanczos_k, help="eigenpairs: how many")
     p.add_argument("--device", default=d.device, help="torch device, e.g. cpu or cuda")
     p.add_argument("--out", default=d.out, help="output folder")
     return p
@@ -258,8 +280,11 @@ def run(config: SpeedConfig) -> dict:
         "memorizer": memorizer_speed(config, device),
     }
     result["training"] = training_throughput(config, device)
+    result["jacobian"] = jacobian_speed(config.jacobian_size, config.seed, device)
+    result["eigenpairs"] = lanczos_speed(config.lanczos_size, config.lanczos_k, config.seed, device)
     print_memorizer_table(result["memorizer"])
     print_training_table(result["training"])
+    print_tables(result["jacobian"], result["eigenpairs"])
     return result
 
 
@@ -291,6 +316,17 @@ def check(config: SpeedConfig) -> None:
             f"use a multiple of {factor}"
         )
     train_configs(config, device)
+    for option, side in (
+        ("--jacobian-size", config.jacobian_size),
+        ("--lanczos-size", config.lanczos_size),
+    ):
+        if side % factor:
+            raise ValueError(
+                f"{option} {side} cannot pass the UNet's {TRAIN_BLOCKS} levels: use a "
+                f"multiple of {factor}"
+            )
+    if config.lanczos_k >= config.lanczos_size**2:
+        raise ValueError(f"--lanczos-k must be below the pixel count {config.lanczos_size**2}")
 
 
 def prepare(args) -> SpeedConfig:

@@ -94,6 +94,26 @@ class BandletThreshold:
         """Wavelet levels used for images of ``shape`` (H, W); ValueError if none fits."""
         return self._wavelets.levels_for(shape)
 
+    def coefficients(self, image: np.ndarray, threshold: float) -> np.ndarray:
+        """Flat coefficients of one 2-D image in the bandlet basis adapted to it at ``threshold``.
+
+        The geometry is chosen on ``image`` itself (on a clean image: the oracle geometry
+        of the approximation Lagrangian at T = ``threshold``); the basis is orthonormal, so
+        the squared coefficients sum to ``||image||^2`` (used for best k-term compaction).
+        """
+        geometry = adapted_geometry(
+            image,
+            threshold,
+            self.directions,
+            self.levels_for(image.shape),
+            self.wavelet,
+            self.min_square,
+            self.max_square,
+            self.gamma,
+        )
+        coeffs = bandlet_forward(image, geometry, self.directions, self.wavelet)
+        return pywt.coeffs_to_array(coeffs)[0].ravel()
+
     def denoise_image(self, image: np.ndarray, threshold: float) -> np.ndarray:
         """Bandlet hard thresholding of one 2-D numpy image at threshold T (pixel units)."""
         levels = self.levels_for(image.shape)

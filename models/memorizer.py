@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from theory.empirical import empirical_posterior_mean
+from theory.empirical import empirical_posterior_covariance, empirical_posterior_mean
+from theory.sigma import sigma_like
 
 
 class Memorizer:
@@ -46,3 +47,13 @@ class Memorizer:
         """Denoise a batch ``y`` of shape (B, 1, H, W) at noise level ``sigma`` (float or (B,))."""
         same = y.device == self.train.device and y.dtype == self.train.dtype
         return empirical_posterior_mean(y, self.train, sigma, self.sq_norms if same else None)
+
+    def jacobian(self, y: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """The exact Jacobian ``Cov_w[x | y] / sigma^2`` (B, d, d) from the softmax weights.
+
+        Computed from the weighted covariance of the training images
+        (:func:`theory.empirical.empirical_posterior_covariance`), not by differentiating
+        the call, so it checks the autograd path and serves as the optimum's Jacobian.
+        """
+        s2 = sigma_like(sigma, y).reshape(-1, 1, 1).square()
+        return empirical_posterior_covariance(y, self.train, sigma) / s2

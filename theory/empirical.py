@@ -82,6 +82,23 @@ def empirical_posterior_mean(
     geometry-adaptive harmonic representations", ICLR 2024, section 2.
     """
     yf, xf = _flatten(y, train)
+    weights = _weights(yf, xf, sigma, train_sq_norms)
+    n = xf.shape[0]
+    kept = (weights.amax(0) > 0).nonzero().squeeze(1)
+    if kept.numel() <= _GATHER_FRACTION * n:
+        out = weights[:, kept] @ xf[kept]
+    else:
+        out = weights @ xf
+    return out.reshape(y.shape)
+
+
+def _weights(
+    yf: torch.Tensor,
+    xf: torch.Tensor,
+    sigma: float | torch.Tensor,
+    train_sq_norms: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Posterior weights (B, n) of flattened queries over flattened training images."""
     s2 = sigma_like(sigma, yf).square()
     if train_sq_norms is None:
         train_sq_norms = xf.square().sum(1)
@@ -91,13 +108,48 @@ def empirical_posterior_mean(
     # in the dtype (logits / sigma^2 alone overflow float32 for sigma below about 1e-18).
     weights = torch.softmax((logits - logits.amax(1, keepdim=True)) / s2, dim=1)
     n = xf.shape[0]
-    weights = torch.nn.functional.threshold(weights, torch.finfo(weights.dtype).eps / n, 0.0)
-    kept = (weights.amax(0) > 0).nonzero().squeeze(1)
-    if kept.numel() <= _GATHER_FRACTION * n:
-        out = weights[:, kept] @ xf[kept]
-    else:
-        out = weights @ xf
-    return out.reshape(y.shape)
+    return torch.nn.functional.threshold(weights, torch.finfo(weights.dtype).eps / n, 0.0)
+
+
+def empirical_posterior_covariance(
+    y: torch.Tensor, train: torch.Tensor, sigma: float | torch.Tensor
+) -> torch.Tensor:
+    """Posterior covariance ``Cov[x | y]`` for x uniform on a training set, per image.
+
+    ``Cov = sum_i w_i (x_i - m)(x_i - m)^T`` with the weights ``w`` of
+    :func:`empirical_posterior_mean` and ``m = sum_i w_i x_i``. By the second-order
+    Tweedie identity the memorizer's Jacobian is ``Cov[x | y] / sigma^2``, symmetric and
+    positive semi-definite, of rank below the number of training images that keep a
+    weight. Only those rows enter the product, so the cost is ``O(B k d^2)`` for k kept
+    images, the memory ``O(B d^2)``.
+
+    Parameters
+    ----------
+    y : tensor of shape (B, ...)
+        Noisy images; the result takes their dtype and device.
+    train : tensor of shape (n, ...)
+        Training images, same trailing shape as ``y``.
+    sigma : float or tensor of shape (B,)
+        Noise standard deviation in pixel units, > 0.
+
+    Returns
+    -------
+    tensor of shape (B, d, d)
+        ``Cov[x | y]`` over flattened pixels, in pixel units squared.
+
+    References
+    ----------
+    B. Efron, "Tweedie's formula and selection bias", J. Amer. Statist. Assoc. 106 (2011)
+    (the second-order identity ``Cov[x | y] = sigma^2 (I + sigma^2 Hess log p_sigma)``).
+    """
+    yf, xf = _flatten(y, train)
+    weights = _weights(yf, xf, sigma)
+    covariances = []
+    for w in weights:
+        kept = (w > 0).nonzero().squeeze(1)
+        centred = xf[kept] - w[kept] @ xf[kept]
+        covariances.append((centred * w[kept, None]).T @ centred)
+    return torch.stack(covariances)
 
 
 def empirical_log_density(

@@ -1,0 +1,5 @@
+"""``python -m benchmarks.gahb``: see ``benchmarks.gahb``."""
+
+from benchmarks.gahb.cli import main
+
+main()
