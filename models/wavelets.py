@@ -12,6 +12,7 @@ import numpy as np
 import pywt
 import torch
 
+from theory.bases import wavelet_levels
 from theory.sigma import sigma_like
 
 _MODES = ("hard", "soft")
@@ -82,18 +83,7 @@ class WaveletThreshold:
 
     def levels_for(self, shape: tuple[int, int]) -> int:
         """Decomposition levels used for images of ``shape`` (H, W); ValueError if none fits."""
-        levels = self.levels
-        if levels is None:
-            levels = 0
-            while all(n % 2 ** (levels + 1) == 0 for n in shape):
-                levels += 1
-        if levels < 1 or any(n % 2**levels for n in shape):
-            raise ValueError(
-                f"images of size {shape[0]}x{shape[1]} cannot take {levels} level(s) of "
-                f"{self.wavelet!r} (needs H and W divisible by 2**levels, levels >= 1); pass "
-                "fewer levels or crop/resize the images to a multiple of 2**levels"
-            )
-        return levels
+        return wavelet_levels(shape, self.levels, self.wavelet)
 
     def __call__(self, y: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         """Denoise a batch ``y`` of shape (B, 1, H, W) at noise level ``sigma`` (float or (B,))."""

@@ -28,8 +28,9 @@ def _images(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _fourier_index(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat FFT indices q of the real Fourier vectors and whether each is a sine."""
+def _fourier_index(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat FFT indices q of the real Fourier vectors, whether each is a sine, and its
+    scale relative to the complex vector (sqrt 2 for a pair, 1 for a self-conjugate k)."""
     ky, kx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     q = (ky * w + kx).ravel()
     conjugate = (((-ky) % h) * w + ((-kx) % w)).ravel()
@@ -38,7 +39,8 @@ def _fourier_index(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     index = np.repeat(representatives, 1 + paired)
     sine = np.zeros(index.size, dtype=bool)
     sine[np.cumsum(1 + paired)[paired] - 1] = True
-    return index, sine
+    scale = np.where(np.repeat(paired, 1 + paired), np.sqrt(2.0), 1.0)
+    return index, sine, scale
 
 
 def fourier_basis(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,13 +60,11 @@ def fourier_basis(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         For each column, the flat index ``ky * w + kx`` of its FFT frequency: a spectrum
         ``S`` in ``numpy.fft`` order gives the column's variance ``S.flat[frequency]``.
     """
-    index, sine = _fourier_index(h, w)
+    index, sine, scale = _fourier_index(h, w)
     ky, kx = np.divmod(index, w)
     py, px = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     phase = 2 * np.pi * (np.outer(py.ravel(), ky) / h + np.outer(px.ravel(), kx) / w)
-    self_conjugate = (((-ky) % h) * w + ((-kx) % w)) == index
-    scale = np.where(self_conjugate, 1.0, np.sqrt(2.0)) / np.sqrt(h * w)
-    vectors = np.where(sine, np.sin(phase), np.cos(phase)) * scale
+    vectors = np.where(sine, np.sin(phase), np.cos(phase)) * scale / np.sqrt(h * w)
     return vectors, index
 
 
@@ -76,12 +76,29 @@ def fourier_coefficients(x: np.ndarray) -> np.ndarray:
     """
     x = _images(x)
     b, h, w = x.shape
-    index, sine = _fourier_index(h, w)
+    index, sine, scale = _fourier_index(h, w)
     spectrum = np.fft.fft2(x, norm="ortho").reshape(b, -1)[:, index]
-    ky, kx = np.divmod(index, w)
-    self_conjugate = (((-ky) % h) * w + ((-kx) % w)) == index
-    scale = np.where(self_conjugate, 1.0, np.sqrt(2.0))
     return np.where(sine, -spectrum.imag, spectrum.real) * scale
+
+
+def wavelet_levels(shape: tuple[int, int], levels: int | None = None, wavelet: str = "db4") -> int:
+    """Levels of an orthonormal periodic 2-D wavelet transform of images of ``shape`` (H, W).
+
+    ``levels`` None takes the largest for which H and W are divisible by ``2**levels``;
+    periodization keeps the transform orthonormal at any such depth. ``ValueError`` when no
+    level (or not the given number) fits.
+    """
+    if levels is None:
+        levels = 0
+        while all(n % 2 ** (levels + 1) == 0 for n in shape):
+            levels += 1
+    if levels < 1 or any(n % 2**levels for n in shape):
+        raise ValueError(
+            f"images of size {shape[0]}x{shape[1]} cannot take {levels} level(s) of "
+            f"{wavelet!r} (needs H and W divisible by 2**levels, levels >= 1); pass "
+            "fewer levels or crop/resize the images to a multiple of 2**levels"
+        )
+    return levels
 
 
 def wavelet_coefficients(
@@ -89,20 +106,10 @@ def wavelet_coefficients(
 ) -> np.ndarray:
     """Coefficients (B, d) of images in an orthonormal 2-D wavelet basis (periodic boundaries).
 
-    ``levels`` defaults to the largest for which both sides are divisible by ``2**levels``
-    (the rule of :class:`models.wavelets.WaveletThreshold`); periodization keeps the
-    transform orthonormal at any such depth.
+    ``levels`` defaults to the largest that fits (:func:`wavelet_levels`).
     """
     x = _images(x)
-    if levels is None:
-        levels = 0
-        while all(n % 2 ** (levels + 1) == 0 for n in x.shape[1:]):
-            levels += 1
-    if levels < 1 or any(n % 2**levels for n in x.shape[1:]):
-        raise ValueError(
-            f"images of {x.shape[1]}x{x.shape[2]} px cannot take {levels} wavelet level(s): "
-            "the sides must be divisible by 2**levels, levels >= 1"
-        )
+    levels = wavelet_levels(x.shape[1:], levels, wavelet)
     with warnings.catch_warnings():
         # pywt warns beyond dwtn_max_level; periodization is orthonormal there too.
         warnings.simplefilter("ignore", UserWarning)

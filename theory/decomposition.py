@@ -25,7 +25,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from torch.autograd import forward_ad
 
 from theory.bases import fourier_basis
-from theory.jacobian import jacobian
+from theory.jacobian import check_output, jacobian
 from theory.protocol import Denoiser
 from theory.sigma import check_sigma, sigma_like
 
@@ -63,14 +63,6 @@ class Decomposition:
         """``<x_b, e_k>`` (B, k) of images ``x`` (B, ...) in each image's eigenvectors."""
         flat = x.detach().reshape(x.shape[0], -1).to(self.eigvecs)
         return torch.einsum("bd,bdk->bk", flat, self.eigvecs)
-
-
-def _check_output(out: torch.Tensor, y: torch.Tensor) -> None:
-    if out.shape != y.shape:
-        raise ValueError(
-            f"f(y, sigma) must return the shape of y (got {tuple(out.shape)} for "
-            f"{tuple(y.shape)}); pass a denoiser under the protocol of ``theory.protocol``"
-        )
 
 
 def _homogeneity(out: torch.Tensor, jy: torch.Tensor) -> torch.Tensor:
@@ -190,7 +182,7 @@ def _top_one(f, y, sigma, k, probes, tol, seed) -> tuple[torch.Tensor, ...]:
     with torch.enable_grad():
         y_in = y.clone().requires_grad_()
         out = f(y_in, sigma)
-    _check_output(out, y)
+    check_output(out, y)
 
     def jvp(v: torch.Tensor) -> torch.Tensor:
         with forward_ad.dual_level():

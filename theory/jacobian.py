@@ -48,11 +48,7 @@ def jacobian(
     with torch.enable_grad():
         y_in = y.detach().requires_grad_()
         out = f(y_in, sigma)
-    if out.shape != y.shape:
-        raise ValueError(
-            f"f(y, sigma) must return the shape of y (got {tuple(out.shape)} for "
-            f"{tuple(y.shape)}); pass a denoiser under the protocol of ``theory.protocol``"
-        )
+    check_output(out, y)
     step = d if chunk_size is None else chunk_size
     if step < 1:
         raise ValueError(f"chunk_size must be >= 1 (got {chunk_size}); e.g. chunk_size=256")
@@ -66,6 +62,15 @@ def jacobian(
             torch.autograd.grad(out, y_in, cotangents, retain_graph=True, is_grads_batched=True)[0]
         )
     return torch.cat(rows).reshape(d, b, d).transpose(0, 1)
+
+
+def check_output(out: torch.Tensor, y: torch.Tensor) -> None:
+    """``ValueError`` naming the protocol unless the denoiser's output has the shape of ``y``."""
+    if out.shape != y.shape:
+        raise ValueError(
+            f"f(y, sigma) must return the shape of y (got {tuple(out.shape)} for "
+            f"{tuple(y.shape)}); pass a denoiser under the protocol of ``theory.protocol``"
+        )
 
 
 def trace_exact(f: Denoiser, y: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:

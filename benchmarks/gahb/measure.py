@@ -90,13 +90,16 @@ def measure_sigma(
     family: Family,
     net,
     x: torch.Tensor,
-    train: torch.Tensor,
     memorizer: Memorizer,
     pca: tuple[np.ndarray, np.ndarray],
     sigma: float,
     config: GahbConfig,
 ) -> dict:
-    """Every measure at one σ on the clean images ``x`` (B, 1, H, W)."""
+    """Every measure at one σ on the clean images ``x`` (B, 1, H, W).
+
+    ``pca`` is :func:`theory.bases.pca_basis` of the training set: its mean image centres
+    the images for the compaction measures.
+    """
     g = torch.Generator().manual_seed(
         derive_seed(config.seed, "gahb-noise", label(family), f"{sigma:.6g}")
     )
@@ -105,9 +108,9 @@ def measure_sigma(
     with torch.no_grad():
         sse_network = (net(y, sigma) - x).flatten(1).square().sum(1).double().cpu().numpy()
     mem_vals, mem_vecs = _eigh_desc(memorizer.jacobian(y.double(), sigma))
-    mean = train.double().mean(0).cpu().numpy()
+    mean = pca[0].reshape(x.shape[-2:])
     clean = x.double().cpu().numpy()[:, 0]
-    centred = clean - mean[0]
+    centred = clean - mean
     energy = np.square(centred).sum((1, 2))
     eigvecs = dec.eigvecs.cpu().numpy()
     coeff = np.einsum("bd,bdk->bk", centred.reshape(len(x), -1), eigvecs)
@@ -183,10 +186,9 @@ def run_family(name: str, alpha: float | None, config: GahbConfig) -> dict:
     net = nets[oconfig.objective].eval()
     x = test[: config.n_images]
     memorizer = Memorizer(train.double())
-    flat = train.double().cpu().numpy()[:, 0]
-    pca = pca_basis(flat)
+    pca = pca_basis(train.double().cpu().numpy()[:, 0])
     rows = [
-        measure_sigma(family, net, x, train, memorizer, pca, float(sigma), config)
+        measure_sigma(family, net, x, memorizer, pca, float(sigma), config)
         for sigma in tqdm(
             config.sigmas, desc=f"{label(family)} decompositions", disable=not config.progress
         )

@@ -22,10 +22,6 @@ BASIS_STYLE = {
 }
 
 
-def _grid_row(row: dict) -> dict:
-    return row["grid"]
-
-
 def plot_eigenvectors(result: dict, row: dict, path: Path) -> None:
     """The paper's layout: the noisy image, the leading eigenvectors, a few later ones.
 
