@@ -31,6 +31,7 @@ from models.disk_integrals import (
     _soft_coverage,
     disk_coverage,
     intensity_posterior,
+    radius_window_covariance,
     radius_window_posterior,
 )
 from synthetic.disks import DISK_PARAMETERS, disk_prior
@@ -149,7 +150,12 @@ class DiskPosteriorMean:
             self.low[k] + (self.high[k] - self.low[k]) * (np.arange(n) + 0.5) / n
             for k, n in enumerate(np.array([8, 8, 5])[self.geometry_free])
         ]
-        self.grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
+        # No geometry free (only intensities): one point, the default geometry.
+        self.grid = (
+            np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
+            if axes
+            else np.zeros((1, 0))
+        )
         self.grid_coverage = disk_coverage(self._geometry(self.grid), self.size, self.supersample)
 
     def __call__(self, y: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
@@ -173,6 +179,16 @@ class DiskPosteriorMean:
             At small σ the ESS can be low while every heavy sample carries the same cell,
             and this stays small: it is the error that matters.
         """
+        images, sigmas = self._flatten(y, sigma)
+        out = np.empty_like(images)
+        ess, mc_variance = np.empty(len(y)), np.empty(len(y))
+        for i, (image, s) in enumerate(zip(images, sigmas, strict=True)):
+            out[i], ess[i], mc_variance[i] = self._posterior_mean(image, float(s))
+        x_hat = torch.from_numpy(out.reshape(y.shape)).to(y)
+        return x_hat, torch.from_numpy(ess), torch.from_numpy(mc_variance)
+
+    def _flatten(self, y: torch.Tensor, sigma: float | torch.Tensor) -> tuple:
+        """The images of y as float64 rows and their σ, after checking the shape."""
         if y.ndim != 4 or y.shape[1] != 1 or tuple(y.shape[2:]) != (self.size, self.size):
             raise ValueError(
                 f"y must be a (B, 1, {self.size}, {self.size}) tensor for this denoiser, got "
@@ -181,12 +197,7 @@ class DiskPosteriorMean:
             )
         sigmas = sigma_like(sigma, y).reshape(-1).detach().cpu().double().numpy()
         images = y.detach().cpu().double().numpy().reshape(len(y), -1)
-        out = np.empty_like(images)
-        ess, mc_variance = np.empty(len(y)), np.empty(len(y))
-        for i, (image, s) in enumerate(zip(images, sigmas, strict=True)):
-            out[i], ess[i], mc_variance[i] = self._posterior_mean(image, float(s))
-        x_hat = torch.from_numpy(out.reshape(y.shape)).to(y)
-        return x_hat, torch.from_numpy(ess), torch.from_numpy(mc_variance)
+        return images, sigmas
 
     def _geometry(self, free_values: np.ndarray) -> np.ndarray:
         """Full (n, 3) geometries from the free coordinates (frozen ones at their defaults)."""
@@ -222,15 +233,53 @@ class DiskPosteriorMean:
             self.supersample,
         )
 
+    def posterior_covariance(self, y: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """``Cov[x | y]`` of each image, shape (B, d, d) with d = size²: the optimal
+        denoiser's Jacobian times σ² (second-order Tweedie, ``∇E[x | y] = Cov[x | y]/σ²``).
+
+        The final importance-sampling round of :meth:`posterior_mean` (the same draws, so
+        the mean matches it) gives window weights w_i; :func:`radius_window_covariance`
+        adds, over every sample and radius interval, the intensities' truncated covariance
+        and the spread of the interval means (law of total covariance). With the centre
+        frozen it is exact up to the intensity quadrature. Its Monte Carlo error is that of
+        a self-normalised importance-sampling estimate with the ESS of
+        :meth:`posterior_mean`.
+        """
+        images, sigmas = self._flatten(y, sigma)
+        d = images.shape[1]
+        out = np.empty((len(images), d, d))
+        for i, (image, s) in enumerate(zip(images, sigmas, strict=True)):
+            centre, lo, hi, weights, _, _ = self._final_round(image, float(s))
+            _, out[i] = radius_window_covariance(
+                centre,
+                lo,
+                hi,
+                image,
+                float(s),
+                self.intensity_free,
+                self.prior.default[3:],
+                self.supersample,
+                weights,
+            )
+        return torch.from_numpy(out).to(y)
+
     def _posterior_mean(self, image: np.ndarray, sigma: float) -> tuple[np.ndarray, float, float]:
         """``E[x | y]`` for one flattened image, its ESS and Monte Carlo variance."""
+        _, _, _, weights, mean, ess = self._final_round(image, sigma)
+        x_hat = weights @ mean
+        return x_hat, ess, float(np.sum(weights**2 * ((mean - x_hat) ** 2).sum(1)))
+
+    def _final_round(self, image: np.ndarray, sigma: float) -> tuple:
+        """The windows ``(centre, lo, hi)`` of the estimate's samples with a centre in the
+        prior, their normalised weights, their posterior means and the ESS; one window of
+        weight 1 (ESS inf) when the centre is frozen and nothing is sampled."""
         if not self.geometry_free[:2].any():
             low, high = self.prior.low[2], self.prior.high[2]
             r = self.prior.default[2]
             lo, hi = (low, high) if self.geometry_free[2] else (r, r)
-            centre = self.prior.default[None, :2]
-            _, mean = self._evaluate(centre, np.array([lo]), np.array([hi]), image, sigma)
-            return mean[0], np.inf, 0.0
+            centre, lo, hi = self.prior.default[None, :2], np.array([lo]), np.array([hi])
+            _, mean = self._evaluate(centre, lo, hi, image, sigma)
+            return centre, lo, hi, np.ones(1), mean, np.inf
         half_width = _WINDOW_SUBPIXELS / self.supersample * min(1.0, _WINDOW_SIGMA / sigma)
         components = [self._fit(start, image, sigma) for start in self._starts(image, sigma)]
         adapted, full = None, False
@@ -251,9 +300,7 @@ class DiskPosteriorMean:
             if full and n == self.n_samples:
                 break
             adapted = _fit_gaussian(samples, log_target, weights, ess)
-        w = weights[valid]
-        x_hat = w @ mean
-        return x_hat, float(ess), float(np.sum(w**2 * ((mean - x_hat) ** 2).sum(1)))
+        return centre[valid], lo[valid], hi[valid], weights[valid], mean, float(ess)
 
     def _starts(self, image: np.ndarray, sigma: float) -> np.ndarray:
         """The ``n_starts`` grid points of highest evidence ``p(y | g)``."""

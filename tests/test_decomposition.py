@@ -22,7 +22,7 @@ from theory.bases import (
     principal_cosines,
     wavelet_coefficients,
 )
-from theory.decomposition import decompose, stationary_eigenpairs, top_eigenpairs
+from theory.decomposition import LEADING_ASYMMETRY, decompose, stationary_eigenpairs, top_eigenpairs
 from theory.jacobian import jacobian
 
 
@@ -114,6 +114,23 @@ def test_asymmetry_and_trace_estimates_against_exact():
     assert abs(float(full.asymmetry[0]) - exact) < 1e-12
     assert abs(float(top.asymmetry[0]) - exact) < 0.15 * exact
     assert abs(float(top.trace[0]) - float(a.trace())) < 4 * float(top.trace_se[0])
+
+
+def test_symmetric_output_and_leading_asymmetry_against_the_matrix():
+    """A linear map y -> A y: S y = (A + A^T) y / 2 and, over the leading eigenvectors E of
+    the symmetric part, ||E^T (A - A^T) E|| / ||E^T A E||, both computed here from A."""
+    g = torch.Generator().manual_seed(4)
+    a = torch.eye(64, dtype=torch.float64) + 0.3 * torch.randn(64, 64, generator=g).double()
+    f = Linear(a, (8, 8))
+    y = torch.randn(1, 1, 8, 8, generator=g, dtype=torch.float64)
+    sym = (a + a.T) / 2
+    _, vecs = torch.linalg.eigh(sym)
+    e = vecs.flip(1)[:, :LEADING_ASYMMETRY]
+    core = e.T @ a @ e
+    expected = float((core - core.T).norm() / core.norm())
+    for dec in (decompose(f, y, 0.1), top_eigenpairs(f, y, 0.1, k=30, tol=1e-12)):
+        assert torch.allclose(dec.symmetric_output[0], sym @ y.reshape(-1), atol=1e-12)
+        assert abs(float(dec.leading_asymmetry[0]) - expected) < 1e-9
 
 
 @pytest.mark.parametrize(

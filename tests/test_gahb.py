@@ -47,6 +47,13 @@ def test_tiny_run_writes_every_file_with_consistent_numbers(tmp_path):
     assert all(s["optimum_trace"] > 0 for s in gaussian)
     disks = json.loads((out / "disks" / "results.json").read_text())["sigmas"]
     assert all(len(s["tangent_cosines"]) == 5 for s in disks)
+    # the disk posterior's Jacobian Cov[x | y]/σ²: PSD, its trace near the manifold's 5
+    optimum = np.load(out / "disks" / "spectra.npz")["optimum_eigvals"]
+    assert optimum.shape == (2, 2, 256) and optimum.min() > -1e-9
+    assert all(2 < s["optimum_trace"] < 8 for s in disks)
+    for s in gaussian + disks:
+        assert 0 <= s["leading_asymmetry"] and 0 <= s["asymmetric_output"]
+        assert s["mse_symmetric"] > 0
     assert (out / "effective_dimension.png").stat().st_size > 0
 
 

@@ -31,6 +31,8 @@ from theory.sigma import check_sigma, sigma_like
 
 # Largest image (pixels) whose full Jacobian and eigh fit comfortably (d^2 float64 = 134 MB).
 FULL_LIMIT = 4096
+# Leading eigenvectors over which Decomposition.leading_asymmetry is measured.
+LEADING_ASYMMETRY = 20
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,13 @@ class Decomposition:
         ``||J - J^T||_F / ||J||_F``: exact, or estimated from the same probes.
     homogeneity : float64 tensor (B,)
         ``||f(y) - J y|| / ||f(y)||``; ~1e-6 in float32 for a bias-free network.
+    symmetric_output : float64 tensor (B, d)
+        ``S y = (J y + J^T y) / 2``: the output of the symmetric part alone. For a
+        bias-free network ``f(y) - S y = (J - J^T) y / 2`` is what the asymmetry adds to the
+        output, and the error of ``S y`` says what it costs or buys.
+    leading_asymmetry : float64 tensor (B,)
+        ``||E^T (J - J^T) E||_F / ||E^T J E||_F`` with E the leading ``LEADING_ASYMMETRY``
+        eigenvectors: the asymmetry within the directions the denoiser keeps.
     """
 
     eigvals: torch.Tensor
@@ -58,11 +67,19 @@ class Decomposition:
     trace_se: torch.Tensor
     asymmetry: torch.Tensor
     homogeneity: torch.Tensor
+    symmetric_output: torch.Tensor
+    leading_asymmetry: torch.Tensor
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """``<x_b, e_k>`` (B, k) of images ``x`` (B, ...) in each image's eigenvectors."""
         flat = x.detach().reshape(x.shape[0], -1).to(self.eigvecs)
         return torch.einsum("bd,bdk->bk", flat, self.eigvecs)
+
+
+def _leading_asymmetry(je: torch.Tensor, eigvecs: torch.Tensor) -> torch.Tensor:
+    """``||E^T (J - J^T) E||_F / ||E^T J E||_F`` from ``J E`` (B, d, m) and E (B, d, m)."""
+    core = eigvecs.transpose(1, 2) @ je
+    return (core - core.transpose(1, 2)).flatten(1).norm(dim=1) / core.flatten(1).norm(dim=1)
 
 
 def _homogeneity(out: torch.Tensor, jy: torch.Tensor) -> torch.Tensor:
@@ -106,15 +123,20 @@ def decompose(
         out = f(y, sigma)
     sym = (jac + jac.transpose(1, 2)) / 2
     eigvals, eigvecs = torch.linalg.eigh(sym)
-    jy = torch.einsum("bij,bj->bi", jac, y.detach().reshape(y.shape[0], -1).double())
+    flat = y.detach().reshape(y.shape[0], -1).double()
+    jy = torch.einsum("bij,bj->bi", jac, flat)
     trace = torch.diagonal(jac, dim1=1, dim2=2).sum(1)
+    eigvecs = eigvecs.flip(2)
+    leading = eigvecs[:, :, :LEADING_ASYMMETRY]
     return Decomposition(
         eigvals=eigvals.flip(1),
-        eigvecs=eigvecs.flip(2),
+        eigvecs=eigvecs,
         trace=trace,
         trace_se=torch.zeros_like(trace),
         asymmetry=(jac - jac.transpose(1, 2)).flatten(1).norm(dim=1) / jac.flatten(1).norm(dim=1),
         homogeneity=_homogeneity(out, jy),
+        symmetric_output=torch.einsum("bij,bj->bi", sym, flat),
+        leading_asymmetry=_leading_asymmetry(jac @ leading, leading),
     )
 
 
@@ -209,13 +231,21 @@ def _top_one(f, y, sigma, k, probes, tol, seed) -> tuple[torch.Tensor, ...]:
         asym.append(float((jz - jtz).square().sum()))
         norm.append(float(jz.square().sum()))
     quad = np.array(quad)
+    eigvecs = torch.from_numpy(eigvecs[:, order].copy())
+    leading = eigvecs[:, :LEADING_ASYMMETRY]
+    je = torch.stack(
+        [jvp(e.to(y).reshape(y.shape)).detach().double().ravel() for e in leading.T], 1
+    )
+    jy = jvp(y).detach()
     return (
         torch.from_numpy(eigvals[order].copy()),
-        torch.from_numpy(eigvecs[:, order].copy()),
+        eigvecs,
         torch.tensor(quad.mean(), dtype=torch.float64),
         torch.tensor(quad.std(ddof=1) / np.sqrt(probes), dtype=torch.float64),
         torch.tensor(np.sqrt(np.mean(asym) / np.mean(norm)), dtype=torch.float64),
-        _homogeneity(out, jvp(y))[0],
+        _homogeneity(out, jy)[0],
+        ((jy + vjp(y.detach())) / 2).double().ravel(),
+        _leading_asymmetry(je[None], leading[None])[0],
     )
 
 

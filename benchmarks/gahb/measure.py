@@ -3,11 +3,11 @@
 For each family, noise level and held-out image: the eigenpairs of the network's
 symmetrized Jacobian (``theory.decomposition``), the optimum's where it is known (the
 memorizer of the training set, exactly, for every family; the stationary Wiener filter for
-Gaussian fields; the tangent space of the disk manifold, the small-σ limit of the disk
-posterior's), principal angles between them, and how well the network's leading
-eigenvectors compact the clean image against the best k-term approximation in fixed bases
-(db4 wavelets, adapted bandlets, Fourier, the training set's PCA), with the risk of oracle
-diagonal shrinkage in each.
+Gaussian fields; the disk posterior's ``Cov[x | y]/σ²`` and the tangent space of the disk
+manifold, its small-σ limit), principal angles between them, and how well the network's
+leading eigenvectors compact the clean image against the best k-term approximation in
+fixed bases (db4 wavelets, adapted bandlets, Fourier, the training set's PCA), with the
+risk of oracle diagonal shrinkage in each.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from benchmarks.gahb.config import ANGLE_RANKS, SUMMARY_TERMS, GahbConfig
 from benchmarks.optimality.measure import make_families, shown_path, train_networks
 from models.bandlets import BandletThreshold
 from models.memorizer import Memorizer
+from models.references import REFERENCES
 from synthetic import family_parameters
 from synthetic.family import Family
 from theory.bases import (
@@ -94,11 +95,13 @@ def measure_sigma(
     pca: tuple[np.ndarray, np.ndarray],
     sigma: float,
     config: GahbConfig,
+    posterior=None,
 ) -> dict:
     """Every measure at one σ on the clean images ``x`` (B, 1, H, W).
 
     ``pca`` is :func:`theory.bases.pca_basis` of the training set: its mean image centres
-    the images for the compaction measures.
+    the images for the compaction measures. ``posterior`` is the family's exact optimal
+    denoiser when it gives ``Cov[x | y]`` (:func:`exact_posterior`), else None.
     """
     g = torch.Generator().manual_seed(
         derive_seed(config.seed, "gahb-noise", label(family), f"{sigma:.6g}")
@@ -106,7 +109,9 @@ def measure_sigma(
     y = x + sigma * torch.randn(x.shape, generator=g).to(x)
     dec = _decompose(net, y, sigma, config)
     with torch.no_grad():
-        sse_network = (net(y, sigma) - x).flatten(1).square().sum(1).double().cpu().numpy()
+        output = net(y, sigma).flatten(1).double().cpu()
+    clean_flat = x.flatten(1).double().cpu()
+    symmetric = dec.symmetric_output.cpu()
     mem_vals, mem_vecs = _eigh_desc(memorizer.jacobian(y.double(), sigma))
     mean = pca[0].reshape(x.shape[-2:])
     clean = x.double().cpu().numpy()[:, 0]
@@ -124,7 +129,12 @@ def measure_sigma(
         "trace_se": dec.trace_se.cpu().numpy(),
         "asymmetry": dec.asymmetry.cpu().numpy(),
         "homogeneity": dec.homogeneity.cpu().numpy(),
-        "sse_network": sse_network,
+        "leading_asymmetry": dec.leading_asymmetry.cpu().numpy(),
+        # The share of the output the asymmetric part makes, and what keeping only the
+        # symmetric part (S y) does to the error.
+        "asymmetric_output": ((output - symmetric).norm(dim=1) / output.norm(dim=1)).numpy(),
+        "sse_network": (output - clean_flat).square().sum(1).numpy(),
+        "sse_symmetric": (symmetric - clean_flat).square().sum(1).numpy(),
         "memorizer_eigvals": mem_vals,
         "memorizer_trace": mem_vals.sum(1),
         "memorizer_cosines": np.stack(
@@ -138,18 +148,45 @@ def measure_sigma(
     for name, (c, residual) in fixed_coefficients(centred, sigma, pca).items():
         out["captured"][name] = captured_fraction(c, energy)
         out["oracle_sse"][name] = oracle_shrinkage_sse(c, sigma, residual)
-    spectrum = family.spectrum()
-    if spectrum is not None:
-        gains, vectors = stationary_eigenpairs(spectrum, sigma)
+    optimum = optimum_eigenpairs(family, posterior, y, sigma)
+    if optimum is not None:
+        gains, vectors = optimum
         out["optimum_eigvals"] = gains
-        out["optimum_trace"] = float(gains.sum())
+        out["optimum_trace"] = gains.sum(1)
         out["optimum_cosines"] = np.stack(
-            [principal_cosines(eigvecs[b, :, :m], vectors[:, :m]) for b in range(len(x))]
+            [principal_cosines(eigvecs[b, :, :m], vectors[b, :, :m]) for b in range(len(x))]
         )
     if callable(getattr(family, "tangent", None)):  # a manifold that declares its tangents
         out.update(tangent_measures(family, x.shape[0], eigvecs))
     out["grid"] = {"noisy": y[0, 0].cpu().numpy(), "eigvecs": eigvecs[0]}
     return out
+
+
+def exact_posterior(family: Family, train: torch.Tensor):
+    """The family's exact optimal denoiser when it also gives ``Cov[x | y]``
+    (a ``posterior_covariance`` method), else None."""
+    if family.optimum.kind != "exact":
+        return None
+    denoiser = REFERENCES[family.optimum.reference](family, train)
+    return denoiser if callable(getattr(denoiser, "posterior_covariance", None)) else None
+
+
+def optimum_eigenpairs(
+    family: Family, posterior, y: torch.Tensor, sigma: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Eigenvalues (B, d) and eigenvectors (B, d, d), in decreasing order, of the optimal
+    denoiser's Jacobian at each noisy image, where it is known exactly.
+
+    Stationary Gaussian fields: ``Σ(Σ + σ²I)⁻¹`` on real Fourier vectors, the same at
+    every image. A posterior that gives its covariance (the disks): ``Cov[x | y]/σ²``.
+    """
+    spectrum = family.spectrum()
+    if spectrum is not None:
+        gains, vectors = stationary_eigenpairs(spectrum, sigma)
+        return np.tile(gains, (len(y), 1)), np.broadcast_to(vectors, (len(y), *vectors.shape))
+    if posterior is None:
+        return None
+    return _eigh_desc(posterior.posterior_covariance(y.double().cpu(), sigma) / sigma**2)
 
 
 def tangent_measures(family: Family, n: int, eigvecs: np.ndarray) -> dict:
@@ -187,8 +224,9 @@ def run_family(name: str, alpha: float | None, config: GahbConfig) -> dict:
     x = test[: config.n_images]
     memorizer = Memorizer(train.double())
     pca = pca_basis(train.double().cpu().numpy()[:, 0])
+    posterior = exact_posterior(family, train)
     rows = [
-        measure_sigma(family, net, x, memorizer, pca, float(sigma), config)
+        measure_sigma(family, net, x, memorizer, pca, float(sigma), config, posterior)
         for sigma in tqdm(
             config.sigmas, desc=f"{label(family)} decompositions", disable=not config.progress
         )
@@ -227,10 +265,15 @@ def summarize(result: dict) -> list[dict]:
             "sigma": row["sigma"],
             "trace": float(np.median(row["trace"])),
             "memorizer_trace": float(np.median(row["memorizer_trace"])),
-            "optimum_trace": row.get("optimum_trace"),
+            "optimum_trace": (
+                float(np.median(row["optimum_trace"])) if "optimum_trace" in row else None
+            ),
             "asymmetry": float(np.median(row["asymmetry"])),
             "homogeneity": float(np.median(row["homogeneity"])),
+            "leading_asymmetry": float(np.median(row["leading_asymmetry"])),
+            "asymmetric_output": float(np.median(row["asymmetric_output"])),
             "mse_network": float(np.median(row["sse_network"])) / result["d"],
+            "mse_symmetric": float(np.median(row["sse_symmetric"])) / result["d"],
             "k_star": k_star,
             "captured_at_k_star": captured,
             "captured_at": {

@@ -80,7 +80,9 @@ def plot_spectra(result: dict, path: Path) -> None:
             k, np.clip(row["memorizer_eigvals"][0][: k.size], 1e-6, None), color=color, ls=":"
         )
         if "optimum_eigvals" in row:
-            axes[0].loglog(k, row["optimum_eigvals"][: k.size], color=color, ls="--")
+            axes[0].loglog(
+                k, np.clip(row["optimum_eigvals"][0][: k.size], 1e-6, None), color=color, ls="--"
+            )
         axes[1].loglog(k, np.abs(row["clean_coefficients"][0]), color=color, lw=0.7)
     axes[0].set(
         xlabel="k",
@@ -115,7 +117,8 @@ def plot_effective_dimension(results: list[dict], path: Path) -> None:
             color=color,
         )
         if "optimum_trace" in result["rows"][0]:
-            ax.loglog(sigma, [row["optimum_trace"] for row in result["rows"]], "--", color=color)
+            traces = [np.median(row["optimum_trace"]) for row in result["rows"]]
+            ax.loglog(sigma, traces, "--", color=color)
         if "tangent_dim" in result["rows"][0]:
             ax.axhline(result["rows"][0]["tangent_dim"], color=color, lw=0.8, ls="-.")
     ax.set(

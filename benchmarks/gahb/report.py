@@ -49,7 +49,10 @@ CSV_HEADER = [
     "optimum_trace",
     "asymmetry",
     "homogeneity",
+    "leading_asymmetry",
+    "asymmetric_output",
     "mse_network",
+    "mse_symmetric",
     "k_star",
     "captured_gahb",
     "captured_wavelet",
@@ -79,7 +82,10 @@ def csv_row(s: dict) -> list:
         s["optimum_trace"],
         s["asymmetry"],
         s["homogeneity"],
+        s["leading_asymmetry"],
+        s["asymmetric_output"],
         s["mse_network"],
+        s["mse_symmetric"],
         s["k_star"],
         *[s["captured_at_k_star"].get(b) for b in BASES],
         *[s["oracle_mse"].get(b) for b in BASES],
@@ -99,6 +105,8 @@ def print_table(summaries: list[dict]) -> None:
         "tr J mem",
         "tr J*",
         "asym",
+        "asym top20",
+        "MSE Sy/f",
         "f-Jy",
         "capt@trJ",
         "best fixed",
@@ -116,13 +124,15 @@ def print_table(summaries: list[dict]) -> None:
                 s["memorizer_trace"],
                 np.nan if s["optimum_trace"] is None else s["optimum_trace"],
                 s["asymmetry"],
+                s["leading_asymmetry"],
+                s["mse_symmetric"] / s["mse_network"],
                 s["homogeneity"],
                 s["captured_at_k_star"]["gahb"],
                 f"{best} {fixed[best]:.3f}",
                 s["best_oracle_basis"],
             ]
         )
-    formats = ["s", "g", ".1f", ".1f", ".1f", ".3f", ".1e", ".3f", "s", "s"]
+    formats = ["s", "g", ".1f", ".1f", ".1f", ".3f", ".3f", ".3f", ".1e", ".3f", "s", "s"]
     print(format_table(header, rows, formats))
 
 
