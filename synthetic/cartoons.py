@@ -9,6 +9,7 @@ range, the mask rendered at twice the resolution and averaged down.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from synthetic.family import GeneratedFamily, check_int
 
@@ -127,8 +128,8 @@ def _rescale(fields: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarra
 
 def cartoon_images(
     n: int, size: int, alpha: float, beta: float, rng: np.random.Generator
-) -> np.ndarray:
-    """C^α cartoons: a C^β region below a C^α contour and another above it.
+) -> tuple[np.ndarray, np.ndarray]:
+    """C^α cartoons: a C^β region below a C^α contour and another above it, and their masks.
 
     The contour (``contour_functions`` with ``length = 2 size``, drawn first) gives the
     anti-aliased mask ``m = contour_mask(contour, size)``, 1 below the contour. Each region
@@ -149,7 +150,8 @@ def cartoon_images(
 
     Returns
     -------
-    ndarray, shape (n, size, size), values in [0, 1]
+    images, masks : ndarrays of shape (n, size, size), float64
+        The cartoons, values in [0, 1], and their masks m, values in {0, 1/4, 1/2, 3/4, 1}.
     """
     size = check_int("size", size, 2)
     if size % 2:
@@ -165,7 +167,7 @@ def cartoon_images(
     above_range = np.where(swap[:, None], dark, bright)
     below = _rescale(textures[:n], below_range[:, 0], below_range[:, 1])
     above = _rescale(textures[n:], above_range[:, 0], above_range[:, 1])
-    return mask * below + (1.0 - mask) * above
+    return mask * below + (1.0 - mask) * above, mask
 
 
 class CartoonFamily(GeneratedFamily):
@@ -194,5 +196,15 @@ class CartoonFamily(GeneratedFamily):
     def regularity(self) -> float:
         return self.alpha
 
-    def _generate(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, None]:
-        return cartoon_images(n, self.size, self.alpha, self.beta, rng), None
+    def masks(self, part: str, n: int) -> torch.Tensor:
+        """Masks m of ``images(part, n)``: float64 tensor ``(n, 1, size, size)``, 1 below.
+
+        Prefix-consistent like the images; values in {0, 1/4, 1/2, 3/4, 1}, fractional
+        exactly on the pixels the contour crosses.
+        """
+        n = self.check_request(part, n)
+        masks = np.ascontiguousarray(self._draw(part, n)[1])
+        return torch.from_numpy(masks.reshape(n, 1, self.size, self.size))
+
+    def _generate(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return cartoon_images(n, self.size, self.alpha, self.beta, rng)

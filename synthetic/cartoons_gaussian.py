@@ -18,7 +18,6 @@ would break Gaussianity. With the defaults (μ = 0.3 and 0.7, std = τ = 0.05) a
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from synthetic.cartoons import CartoonFamily, _check_exponent, contour_functions, contour_mask
 from synthetic.family import Optimum, check_int
@@ -166,15 +165,6 @@ class GaussianCartoonFamily(CartoonFamily):
         if self.size <= GENIE_MAX_SIZE:
             return Optimum("lower_bound", "genie")
         return Optimum()
-
-    def masks(self, part: str, n: int) -> torch.Tensor:
-        """Masks m of ``images(part, n)``: float64 tensor ``(n, 1, size, size)``, 1 below.
-
-        Prefix-consistent like the images; values in {0, 1/4, 1/2, 3/4, 1}.
-        """
-        n = self.check_request(part, n)
-        masks = np.ascontiguousarray(self._draw(part, n)[1])
-        return torch.from_numpy(masks.reshape(n, 1, self.size, self.size))
 
     def _generate(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         return gaussian_cartoon_images(

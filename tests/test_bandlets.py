@@ -222,7 +222,7 @@ def test_bandlets_need_fewer_coefficients_than_wavelets_on_straight_edges(make_i
 @pytest.mark.parametrize("sigma", [0.05, 0.1])
 def test_bandlets_denoise_cartoons_better_than_orthogonal_wavelets(sigma):
     n = 16
-    x = torch.from_numpy(cartoon_images(n, 64, 2.0, 2.0, np.random.default_rng(0)))[:, None]
+    x = torch.from_numpy(cartoon_images(n, 64, 2.0, 2.0, np.random.default_rng(0))[0])[:, None]
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
     y = x + sigma * noise
     bandlet = (BandletThreshold()(y, sigma) - x).square().mean((1, 2, 3))
@@ -232,7 +232,7 @@ def test_bandlets_denoise_cartoons_better_than_orthogonal_wavelets(sigma):
 
 
 def _noisy_cartoons(n: int, size: int, sigma, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(cartoon_images(n, size, 2.0, 2.0, np.random.default_rng(seed)))[:, None]
+    x = torch.from_numpy(cartoon_images(n, size, 2.0, 2.0, np.random.default_rng(seed))[0])[:, None]
     s = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1, 1, 1)
     return x, x + s * torch.randn(
         x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype

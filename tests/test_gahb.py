@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from benchmarks.gahb import DEFAULT, PAPER, QUICK, GahbConfig, main
+from benchmarks.gahb.cli import build_parser, config_from_args
+from benchmarks.gahb.measure import contour_measures
 from benchmarks.jacobian_speed import per_pixel_jacobian
 from models.bfcnn import BFCNN
+from synthetic.cartoons import CartoonFamily
 from theory.jacobian import jacobian
 
 TINY = [
@@ -68,6 +71,7 @@ def test_tiny_run_writes_every_file_with_consistent_numbers(tmp_path):
         (["--size", "16", "--top-k", "256"], "--top-k must be between 1 and 255"),
         (["--size", "20", "--family", "gaussian"], "cannot pass 3 UNet levels"),
         (["--device", "cuda:9"], "cuda"),
+        (["--quick", "--profile", "paper"], "--quick is the quick profile"),
     ],
 )
 def test_bad_input_stops_before_any_work(tmp_path, capsys, argv, message):
@@ -78,6 +82,12 @@ def test_bad_input_stops_before_any_work(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_quick_is_the_quick_profile():
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["--quick"])) == QUICK
+    assert config_from_args(parser.parse_args(["--quick", "--n-images", "1"])).n_images == 1
 
 
 def test_profiles_hold_the_documented_scope():
@@ -94,3 +104,35 @@ def test_per_pixel_jacobian_of_the_speed_benchmark_equals_the_batched_one():
     y = torch.rand(1, 1, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     f = lambda v, s: net(v)  # noqa: E731
     assert torch.allclose(per_pixel_jacobian(f, y, 0.1), jacobian(f, y, 0.1)[0], atol=1e-12)
+
+
+def test_contour_measures_against_constructed_eigenvectors():
+    family = CartoonFamily(size=8, seed=0)
+    masks = family.masks("test", 2)[:, 0].numpy()
+    crossed = (masks > 0) & (masks < 1)
+    assert crossed.any(axis=1).all()  # the contour crosses every column of every image
+    d = 64
+    eigvecs = np.zeros((2, d, 2))
+    eigvecs[:, :, 1] = 1 / np.sqrt(d)  # spread evenly: the band's share of the pixels
+    for b in range(2):
+        eigvecs[b, np.flatnonzero(crossed[b])[0], 0] = 1.0  # on the contour
+    m = contour_measures(family, 2, eigvecs, k=2)
+    np.testing.assert_allclose(m["contour_energy"], (1 + m["contour_area"]) / 2)
+    assert (m["contour_area"] > crossed.reshape(2, -1).mean(1)).all()  # dilated
+
+
+def test_cartoon_masks_are_the_images_regions():
+    family = CartoonFamily(size=16, seed=3)
+    x = family.images("A", 5)[:, 0].double().numpy()
+    m = family.masks("A", 5)[:, 0].numpy()
+    assert np.array_equal(m, family.masks("A", 9)[:5, 0].numpy())  # prefix-consistent
+    assert np.isin(m, [0, 0.25, 0.5, 0.75, 1]).all()
+    assert (np.diff(m, axis=1) >= 0).all()  # 1 below a contour that is a function of column
+    # One side lies in [0, 1/2], the other in [1/2, 1]: the mask separates them.
+    below, above = x[m == 1], x[m == 0]
+    assert below.size and above.size
+    for b in range(5):
+        lo, hi = x[b][m[b] == 1], x[b][m[b] == 0]
+        assert (lo.max() <= 0.5 + 1e-12 and hi.min() >= 0.5 - 1e-12) or (
+            lo.min() >= 0.5 - 1e-12 and hi.max() <= 0.5 + 1e-12
+        )

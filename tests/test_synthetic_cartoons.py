@@ -85,7 +85,7 @@ def test_contour_mask_matches_a_loop_and_is_anti_aliased():
 
 def test_two_sides_get_disjoint_intensity_halves():
     n, size, alpha = 200, 32, 2.0
-    x = cartoon_images(n, size, alpha, alpha, np.random.default_rng(5))
+    x, _ = cartoon_images(n, size, alpha, alpha, np.random.default_rng(5))
     # cartoon_images draws its contours first, from the same generator.
     mask = contour_mask(contour_functions(n, 2 * size, alpha, np.random.default_rng(5)), size)
     assert x.min() >= 0 and x.max() <= 1
@@ -104,7 +104,8 @@ def test_two_sides_get_disjoint_intensity_halves():
 
 def test_any_even_size_and_bad_input():
     for size in (2, 6, 80):
-        assert cartoon_images(3, size, 2.0, 1.0, np.random.default_rng(0)).shape == (3, size, size)
+        images, masks = cartoon_images(3, size, 2.0, 1.0, np.random.default_rng(0))
+        assert images.shape == masks.shape == (3, size, size)
     with pytest.raises(ValueError, match="cartoon size must be even"):
         cartoon_images(1, 9, 2.0, 2.0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="alpha must be > 0"):

@@ -57,6 +57,7 @@ def build_parser() -> Parser:
         help="default: five families at 32x32 on CPU; quick: two, in minutes; paper: 80x80, "
         "the paper's network and the leading eigenpairs by Lanczos, for a GPU [default]",
     )
+    p.add_argument("--quick", action="store_true", help="alias of --profile quick")
     add("--family", f"comma-separated families; choices: {', '.join(FAMILY_NAMES)}")
     add("--alphas", "regularities α of the cartoon families, comma-separated", type=float_list)
     add("--size", "image side in pixels", type=int)
@@ -87,13 +88,17 @@ def build_parser() -> Parser:
 
 def config_from_args(args: argparse.Namespace) -> GahbConfig:
     """The profile's configuration with every option given on the command line."""
-    given = {k: v for k, v in vars(args).items() if k != "profile"}
+    quick = getattr(args, "quick", False)
+    if quick and args.profile not in ("default", "quick"):
+        raise ValueError(f"--quick is the quick profile: drop it or --profile {args.profile}")
+    given = {k: v for k, v in vars(args).items() if k not in ("profile", "quick")}
     if "sigmas" in given:
         given["sigmas"] = tuple(float(s) for s in given["sigmas"])
     if "alphas" in given:
         given["alphas"] = tuple(given["alphas"])
     known = {f.name for f in fields(GahbConfig)}
-    return replace(profile(args.profile), **{k: v for k, v in given.items() if k in known})
+    name = "quick" if quick else args.profile
+    return replace(profile(name), **{k: v for k, v in given.items() if k in known})
 
 
 def prepare(args: argparse.Namespace) -> Plan:

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import torch
+from scipy.ndimage import binary_dilation
 from tqdm.auto import tqdm
 
 from benchmarks.api import draw_images
@@ -158,6 +159,8 @@ def measure_sigma(
         )
     if callable(getattr(family, "tangent", None)):  # a manifold that declares its tangents
         out.update(tangent_measures(family, x.shape[0], eigvecs))
+    if callable(getattr(family, "masks", None)):  # a contour that separates two regions
+        out.update(contour_measures(family, x.shape[0], eigvecs))
     out["grid"] = {"noisy": y[0, 0].cpu().numpy(), "eigvecs": eigvecs[0]}
     return out
 
@@ -209,6 +212,24 @@ def tangent_measures(family: Family, n: int, eigvecs: np.ndarray) -> dict:
             [np.square(eigvecs[b, :, :20].T @ basis[b]).sum() / dim for b in range(n)]
         ),
         "tangent": tangent[0],
+    }
+
+
+def contour_measures(family: Family, n: int, eigvecs: np.ndarray, k: int = 20) -> dict:
+    """How much of the leading eigenvectors' energy lies along the contour of a cartoon.
+
+    The band is the pixels the contour crosses (the mask is fractional there) dilated by
+    one pixel in each direction; ``contour_energy`` is the mean over the ``k`` leading unit
+    eigenvectors of ``Σ_{i in band} e_k[i]²``, to compare with ``contour_area``, the
+    band's share of the pixels (what a vector spread evenly over the image would give).
+    """
+    masks = family.masks("test", n)[:, 0].numpy()
+    crossed = (masks > 0) & (masks < 1)
+    band = binary_dilation(crossed, structure=np.ones((1, 3, 3), dtype=bool))
+    inside = band.reshape(n, -1, 1)
+    return {
+        "contour_energy": (np.square(eigvecs[:, :, :k]) * inside).sum(1).mean(1),
+        "contour_area": band.reshape(n, -1).mean(1),
     }
 
 
@@ -294,5 +315,8 @@ def summarize(result: dict) -> list[dict]:
         if "tangent_cosines" in row:
             entry["tangent_cosines"] = np.median(row["tangent_cosines"], axis=0).tolist()
             entry["tangent_in_top20"] = float(np.median(row["tangent_in_top20"]))
+        if "contour_energy" in row:
+            entry["contour_energy"] = float(np.median(row["contour_energy"]))
+            entry["contour_area"] = float(np.median(row["contour_area"]))
         out.append(entry)
     return out

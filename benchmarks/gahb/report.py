@@ -69,6 +69,8 @@ CSV_HEADER = [
     "memorizer_cosine_mean",
     "optimum_cosine_mean",
     "tangent_in_top20",
+    "contour_energy",
+    "contour_area",
 ]
 BASES = ("gahb", "wavelet_db4", "bandlet_db4", "fourier", "pca")
 
@@ -94,6 +96,8 @@ def csv_row(s: dict) -> list:
         s["memorizer_cosine_mean"],
         s.get("optimum_cosine_mean"),
         s.get("tangent_in_top20"),
+        s.get("contour_energy"),
+        s.get("contour_area"),
     ]
 
 
@@ -111,6 +115,7 @@ def print_table(summaries: list[dict]) -> None:
         "capt@trJ",
         "best fixed",
         "oracle MSE winner",
+        "contour x",
     ]
     rows = []
     for s in summaries:
@@ -130,9 +135,10 @@ def print_table(summaries: list[dict]) -> None:
                 s["captured_at_k_star"]["gahb"],
                 f"{best} {fixed[best]:.3f}",
                 s["best_oracle_basis"],
+                s.get("contour_energy", np.nan) / s.get("contour_area", 1.0),
             ]
         )
-    formats = ["s", "g", ".1f", ".1f", ".1f", ".3f", ".3f", ".3f", ".1e", ".3f", "s", "s"]
+    formats = ["s", "g", ".1f", ".1f", ".1f", ".3f", ".3f", ".3f", ".1e", ".3f", "s", "s", ".1f"]
     print(format_table(header, rows, formats))
 
 
