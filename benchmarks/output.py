@@ -71,6 +71,7 @@ DEPENDENCIES = (
     "matplotlib",
     "tqdm",
     "curvelets",
+    "bm3d",  # optional: None means the BM3D reference was absent from the run
 )
 
 

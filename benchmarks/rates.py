@@ -35,21 +35,19 @@ from benchmarks.evaluation import risk_curves
 from benchmarks.output import provenance, save_figure, write_csv, write_json
 from models.bandlets import BandletThreshold
 from models.curvelets import CurveletThreshold
+from models.patch_denoisers import BM3D, NonLocalMeans, bm3d_available
 from models.references import TI_SHIFTS, cycle_spun
 from models.wavelets import WaveletThreshold
 from synthetic import get_family
 from theory.protocol import Denoiser
 from theory.rates import fit_power_law, local_slopes, minimax_exponent
 
-# Every reference thresholds at 3σ (hard); ratios are taken against "wavelet". The
-# translation-invariant versions average over 4 x 4 circular shifts (cycle spinning).
+# Every thresholding reference thresholds at 3σ (hard); ratios are taken against
+# "wavelet". The invariant wavelets use the undecimated transform, the invariant bandlets
+# average over 4 x 4 circular shifts (cycle spinning); NLM and BM3D know σ.
 DENOISERS: dict[str, Callable[[], Denoiser]] = {
     "wavelet": lambda: WaveletThreshold("db4", mode="hard", factor=3.0),
-    "ti_wavelet": lambda: cycle_spun(
-        WaveletThreshold("db4", mode="hard", factor=3.0),
-        TI_SHIFTS,
-        f"ti_wavelet_db4_hard_{TI_SHIFTS}x{TI_SHIFTS}",
-    ),
+    "ti_wavelet": lambda: WaveletThreshold("db4", mode="hard", factor=3.0, invariant=True),
     "curvelet": lambda: CurveletThreshold(factor=3.0, mode="hard"),
     "bandlet": lambda: BandletThreshold(wavelet="db4", factor=3.0),
     "ti_bandlet": lambda: cycle_spun(
@@ -57,8 +55,12 @@ DENOISERS: dict[str, Callable[[], Denoiser]] = {
         TI_SHIFTS,
         f"ti_bandlet_db4_{TI_SHIFTS}x{TI_SHIFTS}",
     ),
+    "nlm": NonLocalMeans,
+    "bm3d": BM3D,
 }
-DEFAULT_DENOISERS = "wavelet,ti_wavelet,curvelet,bandlet"
+DEFAULT_DENOISERS = "wavelet,ti_wavelet,curvelet,bandlet,nlm" + (
+    ",bm3d" if bm3d_available() else ""
+)
 BASELINE = "wavelet"
 
 
@@ -114,6 +116,11 @@ class RatesConfig:
         for key in self.denoisers:
             if key not in DENOISERS:
                 raise ValueError(f"unknown denoiser {key!r}; choose from: {', '.join(DENOISERS)}")
+        if "bm3d" in self.denoisers and not bm3d_available():
+            raise ValueError(
+                'denoiser bm3d needs the optional bm3d package: pip install -e ".[bm3d]" '
+                "(non-commercial licence), or leave it out of --denoisers"
+            )
 
     def counts(self) -> dict[int, int]:
         """Held-out images per size."""

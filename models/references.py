@@ -5,7 +5,8 @@ or an oracle lower bound) in ``Family.optimum``; this module turns those names i
 denoisers, so the benchmarks never test a family's name. The registry ``REFERENCES`` maps
 each name to a builder ``(family, train) -> Denoiser | None``; a builder returns None when
 its denoiser cannot take the family's images (curvelets need a side that is a multiple of
-8 and at least 16).
+8 and at least 16) or is not installed (BM3D, an optional extra: results record its version
+among their ``versions``, None when it was absent).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from models.curvelets import CurveletThreshold
 from models.disk_posterior import DiskPosteriorMean
 from models.genie import GenieWiener
 from models.memorizer import Memorizer
+from models.patch_denoisers import BM3D, NonLocalMeans, bm3d_available
 from models.symmetrized import Symmetrized, cycle_spins
 from models.wavelets import WaveletThreshold
 from models.wiener import Wiener
 from synthetic.family import Family
 from theory.protocol import Denoiser
 
-# Cycle spins per axis of the translation-invariant wavelets: 4 x 4 shifts.
+# Cycle spins per axis of the translation-invariant bandlets: 4 x 4 shifts (the wavelets
+# are fully invariant through the undecimated transform).
 TI_SHIFTS = 4
 
 
@@ -53,9 +56,8 @@ def _curvelet(family: Family, train: torch.Tensor) -> Denoiser | None:
     return CurveletThreshold(factor=3.0, mode="hard")
 
 
-def _ti_wavelet(family: Family, train: torch.Tensor) -> Denoiser:
-    wavelet = WaveletThreshold("db4", mode="hard", factor=3.0)
-    return cycle_spun(wavelet, TI_SHIFTS, f"ti_{wavelet.name}_{TI_SHIFTS}x{TI_SHIFTS}")
+def _bm3d(family: Family, train: torch.Tensor) -> Denoiser | None:
+    return BM3D() if bm3d_available() else None
 
 
 REFERENCES: dict[str, Callable[[Family, torch.Tensor], Denoiser | None]] = {
@@ -63,8 +65,12 @@ REFERENCES: dict[str, Callable[[Family, torch.Tensor], Denoiser | None]] = {
     "wiener": _stationary_wiener,
     "wiener_pca": lambda family, train: Wiener.from_data(train, name="wiener_pca"),
     "wavelet": lambda family, train: WaveletThreshold("db4", mode="hard", factor=3.0),
-    "ti_wavelet": _ti_wavelet,
+    "ti_wavelet": lambda family, train: WaveletThreshold(
+        "db4", mode="hard", factor=3.0, invariant=True
+    ),
     "curvelet": _curvelet,
+    "nlm": lambda family, train: NonLocalMeans(),
+    "bm3d": _bm3d,
     "disk_posterior": lambda family, train: DiskPosteriorMean(
         family.size, free=family.params["free"]
     ),

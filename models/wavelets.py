@@ -1,8 +1,4 @@
-"""Wavelet thresholding in an orthonormal basis (PyWavelets).
-
-The translation-invariant version averages it over circular shifts:
-``models.references.cycle_spun``.
-"""
+"""Wavelet thresholding in an orthonormal basis, and its translation-invariant version."""
 
 from __future__ import annotations
 
@@ -41,8 +37,15 @@ class WaveletThreshold:
         stays orthonormal beyond ``pywt.dwtn_max_level`` (filters wrap around), and the full
         depth matters: each kept approximation coefficient passes its noise sigma^2
         unchanged, so 2 levels on 32 px would leave 64 noisy coefficients (MSE >= sigma^2/16).
+    invariant : bool
+        Threshold the undecimated (stationary) transform instead (``pywt.swt2``/``iswt2``):
+        the result equals the average of the orthonormal thresholding over all
+        ``2**levels x 2**levels`` circular shifts (cycle spinning, Coifman & Donoho) at the
+        cost of one transform, ``O(levels * H * W)`` per image. The undecimated
+        coefficients are unnormalised (``norm=False``): each is a coefficient of the
+        orthonormal transform of some shift, so the same threshold applies.
     name : str, optional
-        Short identifier; default e.g. 'wavelet_db4_hard'.
+        Short identifier; default e.g. 'wavelet_db4_hard', 'ti_wavelet_db4_hard'.
 
     Notes
     -----
@@ -62,6 +65,7 @@ class WaveletThreshold:
         mode: str = "hard",
         factor: float = 3.0,
         levels: int | None = None,
+        invariant: bool = False,
         name: str | None = None,
     ) -> None:
         if wavelet not in pywt.wavelist(kind="discrete") or not pywt.Wavelet(wavelet).orthogonal:
@@ -79,7 +83,8 @@ class WaveletThreshold:
         self.mode = mode
         self.factor = float(factor)
         self.levels = levels
-        self.name = name or f"wavelet_{wavelet}_{mode}"
+        self.invariant = invariant
+        self.name = name or f"{'ti_' if invariant else ''}wavelet_{wavelet}_{mode}"
 
     def levels_for(self, shape: tuple[int, int]) -> int:
         """Decomposition levels used for images of ``shape`` (H, W); ValueError if none fits."""
@@ -95,7 +100,14 @@ class WaveletThreshold:
         return torch.from_numpy(out).to(y.device).unsqueeze(1)
 
     def _threshold(self, images: np.ndarray, threshold: np.ndarray, levels: int) -> np.ndarray:
-        """Orthogonal wavelet thresholding of a (B, H, W) stack, threshold of shape (B, 1, 1)."""
+        """Wavelet thresholding of a (B, H, W) stack, threshold of shape (B, 1, 1)."""
+        if self.invariant:
+            coeffs = pywt.swt2(images, self.wavelet, levels, axes=(-2, -1), trim_approx=True)
+            kept = [coeffs[0]] + [
+                tuple(pywt.threshold(c, threshold, mode=self.mode) for c in detail)
+                for detail in coeffs[1:]
+            ]
+            return pywt.iswt2(kept, self.wavelet, axes=(-2, -1))
         with warnings.catch_warnings():
             # pywt warns beyond dwtn_max_level; periodization is orthonormal there too.
             warnings.simplefilter("ignore", UserWarning)

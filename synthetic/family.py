@@ -92,7 +92,15 @@ class Family(ABC):
 
     name: str = ""
     symmetries: tuple[str, ...] = ()
-    references: tuple[str, ...] = ("memorizer", "wiener_pca", "wavelet", "ti_wavelet", "curvelet")
+    references: tuple[str, ...] = (
+        "memorizer",
+        "wiener_pca",
+        "wavelet",
+        "ti_wavelet",
+        "curvelet",
+        "nlm",
+        "bm3d",
+    )
     permutes: str | None = None
     order: list[str] | None = None
 

@@ -67,7 +67,7 @@ class GaussianFieldFamily(GeneratedFamily):
     # Stationary on the periodic grid with a spectrum even in each frequency coordinate.
     symmetries = ("flip_h", "flip_v", "roll_h", "roll_v")
     # The stationary Wiener filter of the true spectrum is the posterior mean.
-    references = ("memorizer", "wiener", "wavelet", "ti_wavelet", "curvelet")
+    references = ("memorizer", "wiener", "wavelet", "ti_wavelet", "curvelet", "nlm", "bm3d")
     optimum = Optimum("exact", "wiener")
 
     def __init__(

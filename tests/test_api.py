@@ -10,6 +10,7 @@ import torch
 
 from benchmarks.api import Evaluation, evaluate
 from benchmarks.optimality import main
+from models.patch_denoisers import bm3d_available
 from models.runstore import load_run
 from synthetic import get_family
 
@@ -40,9 +41,10 @@ def test_plain_functions_get_ratios_and_kl_against_the_best_reference(cartoons_r
         "memorizer",
         "wiener_pca",
         "wavelet_db4_hard",
-        "ti_wavelet_db4_hard_4x4",
+        "ti_wavelet_db4_hard",
         "curvelet",
-    }
+        "nlm",
+    } | ({"bm3d"} if bm3d_available() else set())
     assert list(r.mse) == ["shrink", "identity", *r.references]
     best = np.min([r.mse[n] for n in r.references], axis=0)
     for name in ("shrink", "identity"):

@@ -60,7 +60,7 @@ def test_references_only_run_writes_valid_results(tmp_path):
             assert key in result, key
         assert result["options"]["network"] == "none" and result["options"]["n_test"] == 8
         assert result["family"] == family and len(result["sigma"]) == 5
-        assert {"memorizer", "wavelet_db4_hard", "ti_wavelet_db4_hard_4x4"} <= set(result["mse"])
+        assert {"memorizer", "wavelet_db4_hard", "ti_wavelet_db4_hard"} <= set(result["mse"])
         for name, mse in result["mse"].items():
             assert np.all(np.asarray(mse) > 0), name
             assert set(result["slopes"][name]) >= {"slope", "ci", "window"}

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.rates import DEFAULT_DENOISERS, DENOISERS, main
+from benchmarks import rates
+from benchmarks.rates import DEFAULT_DENOISERS, DENOISERS, RatesConfig, bm3d_available, main
 
 TINY = ["--alphas", "2", "--sizes", "32", "--n-images", "2", "--sigmas", "0.02,0.05,0.1"]
 
@@ -64,10 +65,14 @@ def test_tiny_run_writes_valid_results(tmp_path, capsys):
     assert not list(out.glob(".*")), "temporary files left behind"
 
 
-def test_default_denoisers_are_the_four_references():
+def test_default_denoisers_are_the_references_and_bm3d_when_installed(monkeypatch):
     names = DEFAULT_DENOISERS.split(",")
-    assert names == ["wavelet", "ti_wavelet", "curvelet", "bandlet"]
+    expected = ["wavelet", "ti_wavelet", "curvelet", "bandlet", "nlm"]
+    assert names == expected + (["bm3d"] if bm3d_available() else [])
     assert set(names) <= set(DENOISERS)
+    monkeypatch.setattr(rates, "bm3d_available", lambda: False)
+    with pytest.raises(ValueError, match=r"pip install -e \"\.\[bm3d\]\""):
+        RatesConfig(denoisers=("wavelet", "bm3d"))
 
 
 @pytest.mark.parametrize(
@@ -104,7 +109,7 @@ def test_configuration_defaults_names_and_noise_seeds():
     assert config == RatesConfig() and config.out == "out/rates"
     assert config.counts() == {64: 12, 128: 12, 256: 12}
     # Translation-invariant versions are the cycle-spun ones, under their historical names.
-    assert DENOISERS["ti_wavelet"]().name == "ti_wavelet_db4_hard_4x4"
+    assert DENOISERS["ti_wavelet"]().name == "ti_wavelet_db4_hard"
     assert DENOISERS["ti_bandlet"]().name == "ti_bandlet_db4_4x4"
     # Block (alpha index, size) keeps the noise stream of SeedSequence([seed, index, size]).
     expected = int(np.random.SeedSequence([3, 1, 64]).generate_state(1)[0])

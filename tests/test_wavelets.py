@@ -106,6 +106,20 @@ def test_cycle_spinning_averages_circular_shifts():
     assert (spun - plain(y, 0.1)).abs().max() > 1e-3  # the shifts change the result
 
 
+@pytest.mark.parametrize("wavelet, mode", [("haar", "hard"), ("db4", "soft")])
+def test_undecimated_thresholding_equals_the_full_cycle_spin_average(wavelet, mode):
+    # One undecimated transform is the average over all 2^J x 2^J shifts of the orthonormal
+    # thresholding; the explicit average over the 256 shifts of a 16 x 16 image (J = 4)
+    # checks it.
+    y = _noisy(_bumps(3, 16, seed=12), 0.2, seed=13)
+    plain = WaveletThreshold(wavelet, mode, factor=1.0)
+    assert plain.levels_for((16, 16)) == 4
+    explicit = cycle_spun(plain, 16)(y, 0.2)
+    invariant = WaveletThreshold(wavelet, mode, factor=1.0, invariant=True)(y, 0.2)
+    torch.testing.assert_close(invariant, explicit, rtol=0, atol=1e-12)
+    assert (invariant - cycle_spun(plain, 4)(y, 0.2)).abs().max() > 1e-3  # 4 x 4 is not all
+
+
 def test_sure_equals_true_risk_for_soft_thresholding():
     x = _bumps(256, 32, seed=7)
     sigma = torch.linspace(0.05, 0.2, 256, dtype=torch.float64)
@@ -143,6 +157,7 @@ def test_sure_equals_true_risk_for_soft_thresholding():
 
 def test_default_names_and_dtype_device():
     assert WaveletThreshold().name == "wavelet_db4_hard"
+    assert WaveletThreshold(invariant=True).name == "ti_wavelet_db4_hard"
     assert cycle_spun(WaveletThreshold(), 4).name == "wavelet_db4_hard_sym"
     assert cycle_spun(WaveletThreshold(), 4, "ti").name == "ti"
     assert WaveletThreshold(name="w").name == "w"

@@ -1,0 +1,130 @@
+"""How well the local score machines predict a network, σ by σ (docs/design.md §11.7).
+
+Per noise level, the ELS and LS machines' patch sides are calibrated against the network on
+a few noisy held-out images, then the network's output on other noisy held-out images is
+compared with
+the ELS, LS and memorizer outputs on the same inputs by r². Each output pixel of a machine
+is its own posterior mean, so only a seeded subset of pixels is computed: the cost is that
+fraction of a whole image (docs/design.md §6.9 states the cost per image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.local_score import (
+    calibrate_patch_sizes,
+    check_patch,
+    local_posterior_mean,
+    r_squared,
+)
+from models.memorizer import Memorizer
+
+# Odd patch sides tried at every σ (those the image size allows), from the pixel itself to
+# more than half of a 32-pixel side; the cost of ELS grows as P².
+PATCH_CANDIDATES = (1, 3, 5, 7, 9, 13, 19)
+# Pixels per image at which the patch sides are calibrated.
+CALIBRATION_PIXELS = 64
+# Pixels per held-out image at which the outputs are compared.
+COMPARISON_PIXELS = 64
+
+
+def allowed_candidates(side: int, padding: str) -> list[int]:
+    """The candidates of :data:`PATCH_CANDIDATES` that ``check_patch`` accepts at ``side``."""
+    allowed = []
+    for p in PATCH_CANDIDATES:
+        try:
+            check_patch(p, side, padding)
+        except ValueError:
+            continue
+        allowed.append(p)
+    return allowed
+
+
+def local_score_agreement(
+    network: Callable[[torch.Tensor, float], torch.Tensor],
+    train: torch.Tensor,
+    machine_train: torch.Tensor,
+    test: torch.Tensor,
+    calibrate: torch.Tensor,
+    sigmas: Sequence[float],
+    seed: int,
+    padding: str = "zeros",
+    progress: bool = True,
+    desc: str = "local score machines",
+) -> dict:
+    """Calibrated patch sides and the r² of ELS, LS and the memorizer to ``network`` per σ.
+
+    Parameters
+    ----------
+    network : the denoiser the machines should predict (called without gradients).
+    train : the network's training images (n, 1, H, W): the memorizer's set.
+    machine_train : the training images of the ELS and LS machines (the first of ``train``;
+        fewer than ``train`` where the full set would cost too much).
+    test : held-out images (B, 1, H, W) whose noisy versions are compared.
+    calibrate : other held-out images on which the patch sides are calibrated (choosing P
+        on the compared images themselves would bias their r² upwards).
+    sigmas : noise levels in pixel units.
+    seed : seed of the calibration and comparison noise and pixel subsets.
+    padding : the network's boundary handling, "zeros" or "circular".
+
+    Returns
+    -------
+    dict
+        ``r2[name]`` pooled over images and pixels and ``r2_median[name]`` the median over
+        images of per-image values, for ``els``, ``ls`` and ``memorizer``, one per σ;
+        ``patch[name]`` the calibrated sides and ``calibration[name]`` the r² of every
+        candidate (rows σ, columns ``candidates``).
+    """
+    side = min(test.shape[-2:]) if padding == "circular" else max(test.shape[-2:])
+    candidates = allowed_candidates(side, padding)
+    _, _, height, width = test.shape
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randperm(height * width, generator=g)[:COMPARISON_PIXELS].to(test.device)
+    noise = torch.randn(test.shape, generator=g, dtype=test.dtype).to(test.device)
+    memorizer = Memorizer(train)
+    out: dict = {
+        "sigma": [float(s) for s in sigmas],
+        "candidates": candidates,
+        "n_train_machines": int(machine_train.shape[0]),
+        "n_train_memorizer": int(train.shape[0]),
+        "n_images": int(test.shape[0]),
+        "n_calibration_images": int(calibrate.shape[0]),
+        "pixels_per_image": int(pixels.numel()),
+        "padding": padding,
+        "patch": {"els": [], "ls": []},
+        "calibration": {"els": [], "ls": []},
+        "r2": {"els": [], "ls": [], "memorizer": []},
+        "r2_median": {"els": [], "ls": [], "memorizer": []},
+    }
+    for sigma in tqdm(out["sigma"], desc=desc, disable=not progress, leave=False):
+        noisy = test + sigma * noise
+        with torch.no_grad():
+            target = network(noisy, sigma).reshape(test.shape[0], -1)[:, pixels]
+            outputs = {"memorizer": memorizer(noisy, sigma).reshape(test.shape[0], -1)[:, pixels]}
+        for name, equivariant in (("els", True), ("ls", False)):
+            fit = calibrate_patch_sizes(
+                network,
+                machine_train,
+                calibrate,
+                [sigma],
+                candidates,
+                equivariant,
+                padding,
+                CALIBRATION_PIXELS,
+                seed,
+            )[sigma]
+            out["patch"][name].append(fit["patch"])
+            out["calibration"][name].append([fit["r2"][p] for p in candidates])
+            outputs[name] = local_posterior_mean(
+                noisy, machine_train, sigma, fit["patch"], equivariant, padding, pixels
+            )
+        for name, pred in outputs.items():
+            out["r2"][name].append(r_squared(pred, target))
+            per_image = [r_squared(p, t) for p, t in zip(pred, target, strict=True)]
+            out["r2_median"][name].append(float(np.median(per_image)))
+    return out
