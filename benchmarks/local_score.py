@@ -24,9 +24,11 @@ from models.local_score import (
 )
 from models.memorizer import Memorizer
 
-# Odd patch sides tried at every σ (those the image size allows), from the pixel itself to
-# more than half of a 32-pixel side; the cost of ELS grows as P².
-PATCH_CANDIDATES = (1, 3, 5, 7, 9, 13, 19)
+# Odd patch sides tried in this order at every σ (those the image size allows), from the
+# pixel itself to most of a 32-pixel image. The cost of ELS grows as P², so the search stops
+# once PATIENCE candidates in a row fall short of the best (r² rises to one peak in P).
+PATCH_CANDIDATES = (1, 3, 5, 7, 9, 13, 19, 27, 39)
+PATIENCE = 2
 # Pixels per image at which the patch sides are calibrated.
 CALIBRATION_PIXELS = 64
 # Pixels per held-out image at which the outputs are compared.
@@ -45,12 +47,37 @@ def allowed_candidates(side: int, padding: str) -> list[int]:
     return allowed
 
 
+def calibrate(
+    network: Callable[[torch.Tensor, float], torch.Tensor],
+    train: torch.Tensor,
+    images: torch.Tensor,
+    sigma: float,
+    candidates: Sequence[int],
+    equivariant: bool,
+    padding: str,
+    seed: int,
+) -> dict[int, float]:
+    """r² to ``network`` of each candidate side tried at ``sigma``, in order, stopping after
+    :data:`PATIENCE` in a row below the best (``models.local_score.calibrate_patch_sizes``
+    per candidate: the same noise and pixels for each)."""
+    r2: dict[int, float] = {}
+    for p in candidates:
+        fit = calibrate_patch_sizes(
+            network, train, images, [sigma], [p], equivariant, padding, CALIBRATION_PIXELS, seed
+        )
+        r2[p] = fit[sigma]["r2"][p]
+        best = max(r2, key=r2.get)
+        if list(r2).index(p) - list(r2).index(best) >= PATIENCE:
+            break
+    return r2
+
+
 def local_score_agreement(
     network: Callable[[torch.Tensor, float], torch.Tensor],
     train: torch.Tensor,
     machine_train: torch.Tensor,
     test: torch.Tensor,
-    calibrate: torch.Tensor,
+    calibration: torch.Tensor,
     sigmas: Sequence[float],
     seed: int,
     padding: str = "zeros",
@@ -66,7 +93,7 @@ def local_score_agreement(
     machine_train : the training images of the ELS and LS machines (the first of ``train``;
         fewer than ``train`` where the full set would cost too much).
     test : held-out images (B, 1, H, W) whose noisy versions are compared.
-    calibrate : other held-out images on which the patch sides are calibrated (choosing P
+    calibration : other held-out images on which the patch sides are calibrated (choosing P
         on the compared images themselves would bias their r² upwards).
     sigmas : noise levels in pixel units.
     seed : seed of the calibration and comparison noise and pixel subsets.
@@ -78,7 +105,7 @@ def local_score_agreement(
         ``r2[name]`` pooled over images and pixels and ``r2_median[name]`` the median over
         images of per-image values, for ``els``, ``ls`` and ``memorizer``, one per σ;
         ``patch[name]`` the calibrated sides and ``calibration[name]`` the r² of every
-        candidate (rows σ, columns ``candidates``).
+        candidate tried, one ``{P: r²}`` per σ.
     """
     side = min(test.shape[-2:]) if padding == "circular" else max(test.shape[-2:])
     candidates = allowed_candidates(side, padding)
@@ -93,7 +120,7 @@ def local_score_agreement(
         "n_train_machines": int(machine_train.shape[0]),
         "n_train_memorizer": int(train.shape[0]),
         "n_images": int(test.shape[0]),
-        "n_calibration_images": int(calibrate.shape[0]),
+        "n_calibration_images": int(calibration.shape[0]),
         "pixels_per_image": int(pixels.numel()),
         "padding": padding,
         "patch": {"els": [], "ls": []},
@@ -107,21 +134,14 @@ def local_score_agreement(
             target = network(noisy, sigma).reshape(test.shape[0], -1)[:, pixels]
             outputs = {"memorizer": memorizer(noisy, sigma).reshape(test.shape[0], -1)[:, pixels]}
         for name, equivariant in (("els", True), ("ls", False)):
-            fit = calibrate_patch_sizes(
-                network,
-                machine_train,
-                calibrate,
-                [sigma],
-                candidates,
-                equivariant,
-                padding,
-                CALIBRATION_PIXELS,
-                seed,
-            )[sigma]
-            out["patch"][name].append(fit["patch"])
-            out["calibration"][name].append([fit["r2"][p] for p in candidates])
+            r2 = calibrate(
+                network, machine_train, calibration, sigma, candidates, equivariant, padding, seed
+            )
+            patch = max(r2, key=r2.get)
+            out["patch"][name].append(patch)
+            out["calibration"][name].append({str(p): v for p, v in r2.items()})
             outputs[name] = local_posterior_mean(
-                noisy, machine_train, sigma, fit["patch"], equivariant, padding, pixels
+                noisy, machine_train, sigma, patch, equivariant, padding, pixels
             )
         for name, pred in outputs.items():
             out["r2"][name].append(r_squared(pred, target))

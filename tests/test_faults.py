@@ -261,6 +261,7 @@ BAD_OPTIONS = [
     ("optimality", ["--batch-size", "0"], "--batch-size must be at least 1"),
     ("optimality", ["--n-test", "1"], "need at least 2 images"),
     ("optimality", ["--checkpoint-minutes", "0"], "--checkpoint-minutes must be > 0"),
+    ("optimality", ["--local-score-images", "-1"], "need --local-score-images >= 0"),
     ("optimality", ["--checkpoint-minutes", "inf"], "is not a finite number"),
     ("optimality", ["--size", "18"], "multiple of 4"),
     ("optimality", ["--symmetry-shifts", "3"], "--symmetry-shifts must be 0 or a divisor"),

@@ -118,8 +118,17 @@ def test_network_run_has_every_key_and_reuses_the_run_store(tmp_path):
     assert len(eff["trace"]) == 5 and eff["method"] == "exact"  # d = 256
     sigma2_trace = np.asarray(eff["trace"]) * np.square(result["sigma"])
     np.testing.assert_allclose(eff["sigma2_trace"], sigma2_trace, rtol=1e-12)
+    # The local score machines against the network alone, on 6 held-out images (2 calibrate).
+    local = result["local_score"]
+    assert local["network"] == "unet" and local["n_images"] == 6
+    assert local["n_train_machines"] == local["n_train_memorizer"] == 20
+    for name in ("els", "ls", "memorizer"):
+        assert len(local["r2"][name]) == len(local["r2_median"][name]) == 5
+    for patches, tried in zip(local["patch"]["els"], local["calibration"]["els"], strict=True):
+        assert max(tried, key=tried.get) == str(patches)
     for name in ("curves.png", "kl.png", "effective_dimension.png", "kl_check.png"):
         assert (out / "gaussian" / name).stat().st_size > 0
+    assert (out / "gaussian" / "local_score.png").stat().st_size > 0
     runs_before = sorted(p.name for p in runs.iterdir())
     stamp = (runs / runs_before[0] / "model.pt").stat().st_mtime_ns
     main([*argv, "--ema-halflife", "2", "--symmetry-shifts", "0"])  # loaded, not retrained

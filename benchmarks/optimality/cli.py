@@ -133,6 +133,17 @@ def build_parser() -> Parser:
     )
     add("--slope-window", "σ window lo,hi of the fitted log-log slopes", type=parse_window)
     add("--probes", "Hutchinson probes per image for the effective dimension", type=int)
+    add(
+        "--local-score-images",
+        "held-out images on which the network is compared with the ELS, LS and memorizer "
+        "outputs at calibrated patch sizes; 0 skips the comparison",
+        type=int,
+    )
+    add(
+        "--local-score-train",
+        "training images of the ELS and LS machines (the network's first; ELS costs grow with it)",
+        type=int,
+    )
     add("--runs", "run store of trained networks", metavar="RUNS")
     add(
         "--retrain",

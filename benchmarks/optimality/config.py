@@ -43,6 +43,9 @@ class OptimalityConfig:
     n_train, n_test : training and held-out images.
     sigmas : evaluation noise levels; ``slope_window`` the σ window of the slope fits.
     probes : Hutchinson probes per image of the effective dimension.
+    local_score_images : held-out images on which the network is compared with the ELS, LS
+        and memorizer outputs (docs/design.md §11.7); 0 skips the comparison.
+    local_score_train : training images of the ELS and LS machines (the network's first).
     runs : the writable run store; ``retrain`` leaves the shipped weights out.
     checkpoint_minutes : minutes of training between checkpoints (an interrupt loses at
         most this much); not part of a run's key.
@@ -82,6 +85,8 @@ class OptimalityConfig:
     sigmas: tuple[float, ...] = tuple(parse_sigmas("1e-3:1:19").tolist())
     slope_window: tuple[float, float] = (0.01, 0.3)
     probes: int = 4
+    local_score_images: int = 8
+    local_score_train: int = 1000
     runs: str = "runs"
     retrain: bool = False
     checkpoint_minutes: float = 4.0
@@ -148,6 +153,11 @@ def validate(c: OptimalityConfig) -> None:
     for flag, value in positive.items():
         if value < 1:
             raise ValueError(f"{flag} must be at least 1 (got {value})")
+    if c.local_score_images < 0 or c.local_score_train < 1:
+        raise ValueError(
+            "need --local-score-images >= 0 (0 skips the comparison) and --local-score-train "
+            f">= 1 (got {c.local_score_images}, {c.local_score_train})"
+        )
     if c.n_test < 2 or c.n_train < 2:
         raise ValueError("--n-test and --n-train need at least 2 images for standard errors")
     if not 0 < c.train_sigma_min < c.train_sigma_max:

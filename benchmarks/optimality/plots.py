@@ -1,4 +1,4 @@
-"""Figures of the optimality benchmark: risk curves, KL curves, effective dimension."""
+"""Figures of the optimality benchmark: risk and KL curves, effective dimension, local score."""
 
 from __future__ import annotations
 
@@ -216,4 +216,28 @@ def plot_permutation(check: dict, path: Path) -> None:
         title="a fixed pixel permutation: who notices?",
     )
     ax.legend(fontsize=8)
+    save_figure(path, fig)
+
+
+def plot_local_score(agreement: dict, path: Path) -> None:
+    """Median r² of ELS, LS and the memorizer to the network per σ, and the calibrated P."""
+    sigma = np.asarray(agreement["sigma"])
+    fig, (ax_r2, ax_p) = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = {"els": "ELS machine", "ls": "LS machine", "memorizer": "memorizer"}
+    for name, label in labels.items():
+        ax_r2.plot(sigma, agreement["r2_median"][name], "o-", ms=3, label=label)
+    lowest = min(min(v) for v in agreement["r2_median"].values())
+    ax_r2.set(
+        xscale="log",
+        ylim=(max(lowest, -1.0) - 0.05, 1.02),
+        xlabel="σ",
+        ylabel="median r² over images",
+        title=f"prediction of {agreement['network']} (r² below -1 not shown)",
+    )
+    ax_r2.axhline(1, color="gray", ls=":")
+    ax_r2.legend(fontsize=8)
+    for name in ("els", "ls"):
+        ax_p.plot(sigma, agreement["patch"][name], "o-", ms=3, label=labels[name])
+    ax_p.set(xscale="log", xlabel="σ", ylabel="patch side P (pixels)", title="calibrated P")
+    ax_p.legend(fontsize=8)
     save_figure(path, fig)

@@ -24,6 +24,8 @@ def write_family(result: dict, out: Path) -> None:
     if "kl" in result:
         plots.plot_kl(result, out / "kl.png")
         plots.plot_effective_dimension(result, out / "effective_dimension.png")
+    if "local_score" in result:
+        plots.plot_local_score(result["local_score"], out / "local_score.png")
     if "objectives" in result:
         plots.plot_objectives(result["objectives"], out / "objectives.png")
     if "gaussian_check" in result:
@@ -74,6 +76,8 @@ def family_lines(r: dict, idx: list[int]) -> list[str]:
                 )
                 + " nats"
             )
+    if "local_score" in r:
+        lines += local_score_lines(r["local_score"], idx)
     if "gaussian_check" in r:
         kl = r["gaussian_check"]
         lines.append(
@@ -82,6 +86,24 @@ def family_lines(r: dict, idx: list[int]) -> list[str]:
             f"{kl['quadrature_of_closed_form'][0]:.4g}, closed form "
             f"{kl['closed_form'][0]:.4g}"
         )
+    return lines
+
+
+def local_score_lines(agreement: dict, idx: list[int]) -> list[str]:
+    """Median r² of ELS, LS and the memorizer to the network, and ELS's calibrated sides."""
+    sigma, r2 = agreement["sigma"], agreement["r2_median"]
+    lines = [f"  median r² to {agreement['network']} (ELS / LS / memorizer) at σ ="]
+    lines.append(
+        "    "
+        + ", ".join(
+            f"{sigma[i]:.3g}: {r2['els'][i]:.2f} / {r2['ls'][i]:.2f} / {r2['memorizer'][i]:.2f}"
+            for i in idx
+        )
+    )
+    lines.append(
+        "  calibrated patch sides (ELS / LS): "
+        + ", ".join(f"{agreement['patch']['els'][i]}/{agreement['patch']['ls'][i]}" for i in idx)
+    )
     return lines
 
 
