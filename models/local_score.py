@@ -80,19 +80,21 @@ def _patches(x: torch.Tensor, patch: int, padding: str) -> torch.Tensor:
     return F.unfold(x, patch)
 
 
-def _augment_queries(queries: torch.Tensor, s2: float) -> torch.Tensor:
-    """``[a / sigma^2, 1]``: against :func:`_augment_keys`, one product gives the logits."""
-    return torch.cat([queries / s2, torch.ones_like(queries[..., :1])], -1)
+def _augment_queries(queries: torch.Tensor, inv_s2: torch.Tensor) -> torch.Tensor:
+    """``[a / sigma^2, 1 / sigma^2]`` (``inv_s2`` broadcast over the last axis of each query):
+    against :func:`_augment_keys`, one product gives the logits, whatever each query's σ."""
+    return torch.cat([queries * inv_s2, inv_s2.expand_as(queries[..., :1])], -1)
 
 
-def _augment_keys(keys: torch.Tensor, s2: float, dim: int) -> torch.Tensor:
-    """``[b, -||b||^2 / (2 sigma^2)]`` along ``dim``, so that a.b becomes a logit.
+def _augment_keys(keys: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[b, -||b||^2 / 2]`` along ``dim``, so that the product with a query is a logit.
 
     The logits ``(a.b - ||b||^2 / 2) / sigma^2`` differ from ``-||a - b||^2 / (2 sigma^2)``
     by ``-||a||^2 / (2 sigma^2)``, constant over the training patches b of a query a, so it
-    cancels in the softmax. Folding the bias into the product saves a pass over the logits.
+    cancels in the softmax. Folding the bias into the product saves a pass over the logits,
+    and keeping σ on the query side lets one pass serve queries at different noise levels.
     """
-    return torch.cat([keys, keys.square().sum(dim, keepdim=True) * (-0.5 / s2)], dim)
+    return torch.cat([keys, keys.square().sum(dim, keepdim=True) * -0.5], dim)
 
 
 def _accumulate(state, logits: torch.Tensor, values: torch.Tensor, floor: float):
@@ -121,13 +123,14 @@ def _accumulate(state, logits: torch.Tensor, values: torch.Tensor, floor: float)
 
 
 def _equivariant(
-    queries: torch.Tensor, train: torch.Tensor, s2: float, patch: int, padding: str
+    queries: torch.Tensor, train: torch.Tensor, inv_s2: torch.Tensor, patch: int, padding: str
 ) -> torch.Tensor:
-    """ELS posterior means for queries (Q, P^2) over every patch of every training image."""
+    """ELS posterior means for queries (Q, P^2), each at its 1/σ² (Q, 1), over every patch of
+    every training image."""
     n, _, height, width = train.shape
     hw = height * width
     floor = math.log(torch.finfo(queries.dtype).eps / (n * hw))
-    q = _augment_queries(queries, s2)
+    q = _augment_queries(queries, inv_s2)
     qc = min(q.shape[0], _QUERY_CHUNK)
     kb = max(1, _BLOCK // qc)
     nb = max(1, kb // hw)
@@ -137,7 +140,7 @@ def _equivariant(
     for n0 in range(0, n, nb):
         x = train[n0 : n0 + nb]
         keys = _patches(x, patch, padding).transpose(0, 1).reshape(patch * patch, -1)
-        k = _augment_keys(keys, s2, dim=0)
+        k = _augment_keys(keys, dim=0)
         values = torch.stack([x.reshape(-1), torch.ones_like(x.reshape(-1))], 1)
         for k0 in range(0, k.shape[1], kb):
             for c, q0 in enumerate(chunks):
@@ -149,21 +152,22 @@ def _equivariant(
 def _local(
     queries: torch.Tensor,
     train: torch.Tensor,
-    s2: float,
+    inv_s2: torch.Tensor,
     patch: int,
     padding: str,
     pixels: torch.Tensor,
 ) -> torch.Tensor:
-    """LS posterior means for queries (k, B, P^2) at ``pixels`` over the same-location patches."""
+    """LS posterior means for queries (k, B, P^2), image b at its 1/σ² ``inv_s2[b]``, at
+    ``pixels`` over the same-location patches."""
     n = train.shape[0]
     floor = math.log(torch.finfo(queries.dtype).eps / n)
     nb = max(1, _BLOCK // (queries.shape[0] * queries.shape[1]))
-    q = _augment_queries(queries, s2)
+    q = _augment_queries(queries, inv_s2.reshape(1, -1, 1))
     state = None
     for n0 in range(0, n, nb):
         x = train[n0 : n0 + nb]
         keys = _patches(x, patch, padding)[:, :, pixels].permute(2, 1, 0)  # (k, P^2, nb)
-        k = _augment_keys(keys, s2, dim=1)
+        k = _augment_keys(keys, dim=1)
         centre = x.reshape(x.shape[0], -1)[:, pixels].T
         values = torch.stack([centre, torch.ones_like(centre)], -1)  # (k, nb, 2)
         state = _accumulate(state, torch.bmm(q, k), values, floor)
@@ -173,7 +177,7 @@ def _local(
 def local_posterior_mean(
     y: torch.Tensor,
     train: torch.Tensor,
-    sigma: float,
+    sigma: float | torch.Tensor,
     patch: int,
     equivariant: bool = True,
     padding: str = "zeros",
@@ -197,8 +201,9 @@ def local_posterior_mean(
         Noisy images; the result takes their dtype and device.
     train : tensor of shape (n, 1, H, W)
         Training images (clean pixels in [0, 1]).
-    sigma : float
-        Noise standard deviation in pixel units, > 0.
+    sigma : float or tensor of shape (B,)
+        Noise standard deviation in pixel units, > 0, one for all images or one per image
+        (a single pass serves them all).
     patch : int
         Patch side P in pixels (odd; see :func:`check_patch`).
     equivariant : bool
@@ -236,7 +241,6 @@ def local_posterior_mean(
         )
     if train.shape[0] == 0:
         raise ValueError("the training set is empty; pass at least one training image")
-    check_sigma(sigma)
     batch, _, height, width = y.shape
     check_patch(patch, _side(height, width, padding), padding)
     train = train.to(y.device, y.dtype)
@@ -247,13 +251,14 @@ def local_posterior_mean(
         pixels = torch.as_tensor(pixels, device=y.device).long().reshape(-1)
         if pixels.numel() and not 0 <= int(pixels.min()) <= int(pixels.max()) < height * width:
             raise ValueError(f"pixels must be flat indices in [0, {height * width})")
-    s2 = float(sigma) ** 2
+    inv_s2 = sigma_like(sigma, y).reshape(-1).square().reciprocal()  # (B,)
     queries = _patches(y, patch, padding)[:, :, pixels]  # (B, P^2, k)
     if equivariant:
         rows = queries.transpose(1, 2).reshape(-1, patch * patch)
-        out = _equivariant(rows, train, s2, patch, padding).reshape(batch, -1)
+        per_row = inv_s2.repeat_interleave(pixels.numel()).unsqueeze(1)
+        out = _equivariant(rows, train, per_row, patch, padding).reshape(batch, -1)
     else:
-        out = _local(queries.permute(2, 0, 1), train, s2, patch, padding, pixels).T
+        out = _local(queries.permute(2, 0, 1), train, inv_s2, patch, padding, pixels).T
     return out.reshape(y.shape) if flat else out
 
 
@@ -280,7 +285,8 @@ class LocalScoreMachine:
     Notes
     -----
     Calls run on y's device and dtype; keep the machine there (``.to(...)``) to avoid a copy
-    of the training set per call. A (B,) sigma is grouped by distinct value.
+    of the training set per call. A (B,) sigma is grouped by patch size: the images of one
+    group share one pass over the training patches, each at its own sigma.
     """
 
     def __init__(
@@ -331,15 +337,17 @@ class LocalScoreMachine:
     def __call__(self, y: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         """Denoise a batch ``y`` of shape (B, 1, H, W) at noise level ``sigma`` (float or (B,))."""
         levels = sigma_like(sigma, y).reshape(-1)
-        distinct = torch.unique(levels)
+        patches = torch.tensor([self.patch_for(s) for s in levels.tolist()])
+        distinct = torch.unique(patches)
         parts = []
-        for level in distinct.tolist():
-            index = (levels == level).nonzero().squeeze(1)
+        for patch in distinct.tolist():
+            index = (patches == patch).nonzero().squeeze(1).to(y.device)
+            whole = len(distinct) == 1
             machine_out = local_posterior_mean(
-                y if len(distinct) == 1 else y[index],
+                y if whole else y[index],
                 self.train,
-                level,
-                self.patch_for(level),
+                levels if whole else levels[index],
+                patch,
                 self.equivariant,
                 self.padding,
             )

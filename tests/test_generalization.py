@@ -18,6 +18,7 @@ import benchmarks.generalization as gen
 from benchmarks.common import derive_seed
 from benchmarks.evaluation import risk_curves
 from benchmarks.generalization import cli, config, measure, plots, prepare, report, sampling, stats
+from models.local_score import LocalScoreMachine
 from models.memorizer import Memorizer
 from synthetic import FAMILY_NAMES, get_family
 from synthetic.disks import render_disks
@@ -175,8 +176,16 @@ def test_sweep_writes_every_key_and_file(sweep):
         "largest_n_quality_ratio",
         "largest_n_median_disk_fit_rms",
     } <= set(result["expectations"])
-    for name in ("summary.csv", "samples.npz", *plots.FIGURES):
+    for name in ("summary.csv", "samples.npz", *plots.FIGURES, *plots.LOCAL_SCORE_FIGURES):
         assert (out / name).stat().st_size > 0, name
+    # Network A against the local score machines: 4 held-out images (the last 2 calibrate).
+    for run in result["runs"]:
+        local = run["local_score"]
+        assert local["n_images"] == 4 and local["n_train_machines"] == run["n"]
+        assert all(len(local["r2_median"][k]) == n_sigma for k in ("els", "ls", "memorizer"))
+        els = local["els_samples"]
+        assert len(els["r2_to_network"]) == len(els["nearest"]["index"]) == k
+        assert max(els["nearest"]["index"]) < run["n"]
     lines = (out / "summary.csv").read_text().splitlines()
     assert lines[0].split(",") == report.SUMMARY_HEADER and len(lines) == 3
     assert not list(out.glob(".*")), "temporary files left behind"
@@ -192,6 +201,7 @@ def test_the_streams_are_derived_by_name(sweep):
         "injected_noise": ("injected-noise",),
         "training_rows": ("training-rows",),
         "held_out": ("held-out",),
+        "local_score": ("local-score",),
     }
     assert seeds == {"root": 0, **{k: derive_seed(0, *v) for k, v in names.items()}}
     assert len(set(seeds.values())) == len(seeds)  # no two streams coincide
@@ -201,15 +211,18 @@ def test_the_streams_are_derived_by_name(sweep):
     sampler = sweep["result"]["sampler"]
     assert sampler["initial_noise_seed"] == seeds["initial_noise"]
     assert sampler["injected_noise_seed"] == seeds["injected_noise"]
-    # The sampler's injected noise comes from its named stream, for A and for B.
-    assert [c["seed"] for c in sweep["calls"]] == [seeds["injected_noise"]] * 4
+    # The sampler's injected noise comes from its named stream, for A, B and the ELS machine.
+    assert [c["seed"] for c in sweep["calls"]] == [seeds["injected_noise"]] * 6
 
 
-def test_a_and_b_share_initial_and_injected_noise(sweep):
+def test_a_b_and_the_els_machine_share_initial_and_injected_noise(sweep):
     calls = sweep["calls"]
-    assert len(calls) == 4  # A and B for each of the two sizes
+    assert len(calls) == 6  # A, B and the ELS machine of A's set for each of the two sizes
+    assert all(isinstance(c["denoiser"], LocalScoreMachine) for c in calls[2::3])
     y0 = calls[0]["y0"]
-    for first, second in zip(calls[::2], calls[1::2], strict=True):
+    pairs = [(c[0], c[1]) for c in zip(calls[::3], calls[1::3], calls[2::3], strict=True)]
+    pairs += [(c[0], c[2]) for c in zip(calls[::3], calls[1::3], calls[2::3], strict=True)]
+    for first, second in pairs:
         assert first["denoiser"] is not second["denoiser"]
         assert torch.equal(first["y0"], second["y0"]) and torch.equal(first["y0"], y0)
         common = min(len(first["noise"]), len(second["noise"]))
@@ -279,10 +292,10 @@ def test_figures_are_drawn_again_from_the_files(sweep, tmp_path):
         (folder / name).write_bytes((sweep["out"] / name).read_bytes())
     images = plots.load_images(folder / "samples.npz")
     assert sorted(images) == [1, 2]
-    assert set(images[2]) == {"A", "B", "nearest_A", "nearest_B"}
+    assert set(images[2]) == {"A", "B", "nearest_A", "nearest_B", "els", "nearest_els"}
     assert images[2]["A"].shape == (3, 1, 8, 8)
     plots.replot(folder)
-    for name in plots.FIGURES:
+    for name in plots.FIGURES + plots.LOCAL_SCORE_FIGURES:
         assert (folder / name).stat().st_size > 0, name
 
 

@@ -55,6 +55,8 @@ _SHARED_OPTIONS = (
     "max_steps",
     "flow_steps",
     "measure",
+    "local_score_images",
+    "local_score_train",
     "seed",
     "out",
 )
@@ -204,6 +206,20 @@ def build_parser() -> Parser:
         choices=MEASURES,
         default=_SHARED.measure,
         help="similarity that picks the nearest training image (both are reported)",
+    )
+    g = p.add_argument_group("local score machines (network A against ELS, LS, memorizer)")
+    g.add_argument(
+        "--local-score-images",
+        type=int,
+        default=_SHARED.local_score_images,
+        help="held-out images on which network A is compared with the machines per σ; 0 "
+        "skips the comparison and the ELS samples",
+    )
+    g.add_argument(
+        "--local-score-train",
+        type=int,
+        default=_SHARED.local_score_train,
+        help="training images of the ELS and LS machines (the first of A; ELS costs grow with it)",
     )
     p.add_argument(
         "--seed",

@@ -48,9 +48,12 @@ class GeneralizationConfig:
 
     Then the settings every profile shares: the sampler (``sampler``, ``h0``, ``beta``,
     ``sigma0``, ``sigma_final``, ``max_steps``, ``flow_steps``), the similarity that picks the
-    nearest training image (``measure``), the root ``seed`` of every stream, the run store
-    (``runs``) and the minutes of training between its checkpoints (``checkpoint_minutes``,
-    not part of a run's key), the output folder (``out``) and the progress bars. The step
+    nearest training image (``measure``), the comparison of network A with the local score
+    machines (``local_score_images`` held-out images, 0 to skip it and the ELS samples; the
+    machines use the first ``local_score_train`` training images), the root ``seed`` of
+    every stream, the run store (``runs``) and the minutes of training between its
+    checkpoints (``checkpoint_minutes``, not part of a run's key), the output folder
+    (``out``) and the progress bars. The step
     budget is exact: ``steps`` above what the epochs hold is refused. ``sizes_given`` says that
     ``sizes`` were asked for explicitly: sizes above what the family holds are then an error
     instead of being capped.
@@ -88,6 +91,8 @@ class GeneralizationConfig:
     max_steps: int = 1000
     flow_steps: int = 50
     measure: str = "cosine"
+    local_score_images: int = 8
+    local_score_train: int = 1000
     seed: int = 0
     out: str = "out/generalization"
     progress: bool = True
@@ -116,6 +121,8 @@ class GeneralizationConfig:
             ("n_test", 2),
             ("max_steps", 1),
             ("flow_steps", 2),
+            ("local_score_images", 0),
+            ("local_score_train", 1),
             ("seed", 0),
         ):
             _check_int(name, getattr(self, name), low)
@@ -309,6 +316,7 @@ def stream_seeds(seed: int) -> dict[str, int]:
         "injected_noise": derive_seed(seed, "injected-noise"),
         "training_rows": derive_seed(seed, "training-rows"),
         "held_out": derive_seed(seed, "held-out"),
+        "local_score": derive_seed(seed, "local-score"),
     }
 
 

@@ -18,6 +18,8 @@ from benchmarks.output import save_figure
 from theory.similarity import MEASURES
 
 FIGURES = ("grid.png", "histograms.png", "curves.png", "psnr.png")
+# Drawn when the sweep compared network A with the local score machines.
+LOCAL_SCORE_FIGURES = ("local_score.png", "els_grid.png")
 
 
 def _pyplot():
@@ -221,13 +223,65 @@ def plot_psnr(result: dict, path: Path) -> None:
     save_figure(path, fig)
 
 
+def plot_local_score(runs: list[dict], path: Path) -> None:
+    """Median r² to network A per σ, one curve per n: ELS, LS, memorizer; ELS's calibrated P."""
+    plt = _pyplot()
+    names = {"els": "ELS machine", "ls": "LS machine", "memorizer": "memorizer"}
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4), squeeze=False)
+    for r in runs:
+        local = r["local_score"]
+        sigma = np.asarray(local["sigma"])
+        for ax, name in zip(axes[0], names, strict=False):
+            ax.plot(sigma, local["r2_median"][name], "o-", ms=3, label=f"n = {r['n']}")
+        axes[0, 3].plot(sigma, local["patch"]["els"], "o-", ms=3, label=f"n = {r['n']}")
+    for ax, label in zip(axes[0], names.values(), strict=False):
+        ax.set(xscale="log", ylim=(-0.05, 1.02), xlabel="σ", ylabel="median r² to network A")
+        ax.set_title(f"{label} (r² < 0 not shown)", fontsize=9)
+    axes[0, 3].set(xscale="log", xlabel="σ", ylabel="patch side P (pixels)")
+    axes[0, 3].set_title("calibrated ELS patch", fontsize=9)
+    for ax in axes[0]:
+        ax.legend(fontsize=7)
+    save_figure(path, fig)
+
+
+def plot_els_grid(images: dict[int, dict[str, torch.Tensor]], path: Path, columns: int = 3) -> None:
+    """Rows n; per sample: network A's sample, the ELS sample from the same noise, and the
+    ELS sample's nearest training image."""
+    plt = _pyplot()
+    sizes = sorted(images)
+    k = min(columns, images[sizes[0]]["A"].shape[0])
+    keys, titles = ("A", "els", "nearest_els"), ("network A", "ELS", "nearest to ELS")
+    fig, axes = plt.subplots(
+        len(sizes), 3 * k, figsize=(1.3 * 3 * k, 1.4 * len(sizes)), squeeze=False
+    )
+    for row, n in enumerate(sizes):
+        for i in range(k):
+            for c, key in enumerate(keys):
+                ax = axes[row, 3 * i + c]
+                ax.imshow(images[n][key][i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if row == 0:
+                    ax.set_title(titles[c], fontsize=7)
+        axes[row, 0].set_ylabel(f"n = {n}", fontsize=8)
+    save_figure(path, fig)
+
+
+def figures(result: dict) -> tuple[str, ...]:
+    """The figure files of a sweep."""
+    return FIGURES + (LOCAL_SCORE_FIGURES if "local_score" in result["runs"][0] else ())
+
+
 def plot_all(result: dict, images: dict[int, dict[str, torch.Tensor]], out: Path) -> None:
-    """Draw the four figures (:data:`FIGURES`) of one sweep under ``out``."""
+    """Draw the figures (:func:`figures`) of one sweep under ``out``."""
     out = Path(out)
     plot_grid(images, out / "grid.png")
     plot_histograms(result["runs"], out / "histograms.png")
     plot_curves(result, out / "curves.png")
     plot_psnr(result, out / "psnr.png")
+    if "local_score" in result["runs"][0]:
+        plot_local_score(result["runs"], out / "local_score.png")
+        plot_els_grid(images, out / "els_grid.png")
 
 
 def load_images(path: Path) -> dict[int, dict[str, torch.Tensor]]:

@@ -10,7 +10,7 @@ import torch
 
 from benchmarks.common import format_table
 from benchmarks.evaluation import psnr
-from benchmarks.generalization.plots import FIGURES, plot_all
+from benchmarks.generalization.plots import figures, plot_all
 from benchmarks.generalization.stats import PARTS, kl_index, median, mid_index
 from benchmarks.output import atomic_write, write_csv, write_json
 from theory.similarity import MEASURES
@@ -198,8 +198,35 @@ def print_table(result: dict, rows: list[list]) -> None:
             f"{ref['median_disk_fit_rms']:.4f})"
         )
     print(quality + " (agreement of poor samples is not generalization)")
+    if "local_score" in result["runs"][0]:
+        print(local_score_table(result["runs"], sigma))
     if result["capped"]:
         print(f"note: {result['capped']}")
+
+
+def local_score_table(runs: list[dict], sigma: np.ndarray) -> str:
+    """Per n: the machines' median r² to network A at the middle σ and the ELS samples."""
+    j = mid_index(sigma)
+    header = ["n", "P els", "r² ELS", "r² LS", "r² mem", "ELS smp r²", "ELS near", "A near"]
+    rows = []
+    for r in runs:
+        local, els = r["local_score"], r["local_score"]["els_samples"]
+        rows.append(
+            [
+                r["n"],
+                local["patch"]["els"][j],
+                *(local["r2_median"][k][j] for k in ("els", "ls", "memorizer")),
+                els["median_r2_to_network"],
+                els["median_nearest"]["correlation"],
+                r["similarity"]["medians"]["own_A_correlation"],
+            ]
+        )
+    formats = ["d", "d", ".3f", ".3f", ".3f", ".3f", ".3f", ".3f"]
+    return (
+        f"\nlocal score machines vs network A at σ = {sigma[j]:.3g} (median r² over held-out "
+        "images), and ELS samples from A's noise (median r² to A's samples, nearest-training "
+        "correlation beside A's own)\n" + format_table(header, rows, formats)
+    )
 
 
 def write_outputs(
@@ -212,8 +239,8 @@ def write_outputs(
     """Write every file of a sweep under ``out``, ``results.json`` last; return their names.
 
     ``summary.csv`` (one row per n), ``samples.npz`` (``y0`` and, per n, the samples of A and
-    B and their nearest training images), the four figures, ``order.txt`` (the fixed order
-    of a finite family's sources, when ``order`` is given) and ``results.json``.
+    B and their nearest training images, and the ELS samples), the figures, ``order.txt``
+    (the fixed order of a finite family's sources, when ``order`` is given) and ``results.json``.
     """
     out = Path(out)
     written = []
@@ -231,4 +258,4 @@ def write_outputs(
     write_csv(out / "summary.csv", SUMMARY_HEADER, rows)
     plot_all(result, images, out)
     write_json(out / "results.json", result)
-    return [*written, "samples.npz", "summary.csv", *FIGURES, "results.json"]
+    return [*written, "samples.npz", "summary.csv", *figures(result), "results.json"]

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.evaluation import psnr
 from benchmarks.generalization.config import PROFILE_FIELDS
+from benchmarks.generalization.local import local_score_record
 from benchmarks.generalization.measure import (
     HeldOutOptimum,
     denoising_curves,
@@ -93,6 +94,12 @@ def run_size(
         images[f"nearest_{part}"] = nearest_images(
             samples[part], train[part], similarity[part]["own"]
         )
+    if c.local_score_images:
+        bar.set_description(f"n={n}: local score machines")
+        record["local_score"], els_images = local_score_record(
+            nets["A"], train["A"].to(s.device), test, y0, samples["A"], c, s.seeds, s.sigmas
+        )
+        images.update(els_images)
     return record, images
 
 
