@@ -104,8 +104,10 @@ def local_score_agreement(
     dict
         ``r2[name]`` pooled over images and pixels and ``r2_median[name]`` the median over
         images of per-image values, for ``els``, ``ls`` and ``memorizer``, one per σ;
-        ``patch[name]`` the calibrated sides and ``calibration[name]`` the r² of every
-        candidate tried, one ``{P: r²}`` per σ.
+        ``residual_r2_median[name]`` the same median for the corrections ``f(y) - y`` (at
+        small σ every output is close to y, so agreement of outputs says little there; the
+        corrections are what a denoiser adds); ``patch[name]`` the calibrated sides and
+        ``calibration[name]`` the r² of every candidate tried, one ``{P: r²}`` per σ.
     """
     side = min(test.shape[-2:]) if padding == "circular" else max(test.shape[-2:])
     candidates = allowed_candidates(side, padding)
@@ -127,9 +129,11 @@ def local_score_agreement(
         "calibration": {"els": [], "ls": []},
         "r2": {"els": [], "ls": [], "memorizer": []},
         "r2_median": {"els": [], "ls": [], "memorizer": []},
+        "residual_r2_median": {"els": [], "ls": [], "memorizer": []},
     }
     for sigma in tqdm(out["sigma"], desc=desc, disable=not progress, leave=False):
         noisy = test + sigma * noise
+        y = noisy.reshape(test.shape[0], -1)[:, pixels]
         with torch.no_grad():
             target = network(noisy, sigma).reshape(test.shape[0], -1)[:, pixels]
             outputs = {"memorizer": memorizer(noisy, sigma).reshape(test.shape[0], -1)[:, pixels]}
@@ -147,4 +151,6 @@ def local_score_agreement(
             out["r2"][name].append(r_squared(pred, target))
             per_image = [r_squared(p, t) for p, t in zip(pred, target, strict=True)]
             out["r2_median"][name].append(float(np.median(per_image)))
+            residual = [r_squared(p - q, t - q) for p, t, q in zip(pred, target, y, strict=True)]
+            out["residual_r2_median"][name].append(float(np.median(residual)))
     return out

@@ -26,6 +26,8 @@ def test_an_els_network_is_recovered_with_r2_one_and_the_search_stops_early(imag
     assert out["patch"]["els"] == [3, 3]
     np.testing.assert_allclose(out["r2"]["els"], 1, atol=1e-9)
     np.testing.assert_allclose(out["r2_median"]["els"], 1, atol=1e-9)
+    np.testing.assert_allclose(out["residual_r2_median"]["els"], 1, atol=1e-9)
+    assert all(r < 1 - 1e-3 for r in out["residual_r2_median"]["memorizer"])
     # Candidates after the best are tried only until PATIENCE in a row fall short.
     for tried in out["calibration"]["els"]:
         assert list(tried) == [str(p) for p in out["candidates"][: 2 + PATIENCE]]

@@ -207,7 +207,17 @@ def print_table(result: dict, rows: list[list]) -> None:
 def local_score_table(runs: list[dict], sigma: np.ndarray) -> str:
     """Per n: the machines' median r² to network A at the middle σ and the ELS samples."""
     j = mid_index(sigma)
-    header = ["n", "P els", "r² ELS", "r² LS", "r² mem", "ELS smp r²", "ELS near", "A near"]
+    header = [
+        "n",
+        "P els",
+        "r² ELS",
+        "r² LS",
+        "r² mem",
+        "Δ ELS",
+        "ELS smp r²",
+        "ELS near",
+        "A near",
+    ]
     rows = []
     for r in runs:
         local, els = r["local_score"], r["local_score"]["els_samples"]
@@ -216,16 +226,18 @@ def local_score_table(runs: list[dict], sigma: np.ndarray) -> str:
                 r["n"],
                 local["patch"]["els"][j],
                 *(local["r2_median"][k][j] for k in ("els", "ls", "memorizer")),
+                local["residual_r2_median"]["els"][j],
                 els["median_r2_to_network"],
                 els["median_nearest"]["correlation"],
                 r["similarity"]["medians"]["own_A_correlation"],
             ]
         )
-    formats = ["d", "d", ".3f", ".3f", ".3f", ".3f", ".3f", ".3f"]
+    formats = ["d", "d", ".3f", ".3f", ".3f", ".3f", ".3f", ".3f", ".3f"]
     return (
         f"\nlocal score machines vs network A at σ = {sigma[j]:.3g} (median r² over held-out "
-        "images), and ELS samples from A's noise (median r² to A's samples, nearest-training "
-        "correlation beside A's own)\n" + format_table(header, rows, formats)
+        "images; Δ ELS: of the corrections f(y) − y), and ELS samples from A's noise (median "
+        "r² to A's samples, nearest-training correlation beside A's own)\n"
+        + format_table(header, rows, formats)
     )
 
 

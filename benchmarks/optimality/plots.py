@@ -224,9 +224,13 @@ def plot_local_score(agreement: dict, path: Path) -> None:
     sigma = np.asarray(agreement["sigma"])
     fig, (ax_r2, ax_p) = plt.subplots(1, 2, figsize=(11, 4.2))
     labels = {"els": "ELS machine", "ls": "LS machine", "memorizer": "memorizer"}
-    for name, label in labels.items():
-        ax_r2.plot(sigma, agreement["r2_median"][name], "o-", ms=3, label=label)
-    lowest = min(min(v) for v in agreement["r2_median"].values())
+    for (name, label), color in zip(labels.items(), ("C0", "C1", "C2"), strict=True):
+        ax_r2.plot(sigma, agreement["r2_median"][name], "o-", ms=3, color=color, label=label)
+        residual = agreement["residual_r2_median"][name]
+        ax_r2.plot(sigma, residual, "s--", ms=3, color=color, label=f"{label}, f(y) − y")
+    lowest = min(
+        min(v) for key in ("r2_median", "residual_r2_median") for v in agreement[key].values()
+    )
     ax_r2.set(
         xscale="log",
         ylim=(max(lowest, -1.0) - 0.05, 1.02),

@@ -91,15 +91,18 @@ def family_lines(r: dict, idx: list[int]) -> list[str]:
 
 def local_score_lines(agreement: dict, idx: list[int]) -> list[str]:
     """Median r² of ELS, LS and the memorizer to the network, and ELS's calibrated sides."""
-    sigma, r2 = agreement["sigma"], agreement["r2_median"]
-    lines = [f"  median r² to {agreement['network']} (ELS / LS / memorizer) at σ ="]
-    lines.append(
-        "    "
-        + ", ".join(
-            f"{sigma[i]:.3g}: {r2['els'][i]:.2f} / {r2['ls'][i]:.2f} / {r2['memorizer'][i]:.2f}"
-            for i in idx
+    sigma = agreement["sigma"]
+    lines = []
+    for key, what in (("r2_median", "outputs"), ("residual_r2_median", "corrections f(y) − y")):
+        r2 = agreement[key]
+        lines.append(f"  median r² to {agreement['network']}, {what} (ELS / LS / memorizer):")
+        lines.append(
+            "    "
+            + ", ".join(
+                f"σ={sigma[i]:.3g}: {r2['els'][i]:.2f}/{r2['ls'][i]:.2f}/{r2['memorizer'][i]:.2f}"
+                for i in idx
+            )
         )
-    )
     lines.append(
         "  calibrated patch sides (ELS / LS): "
         + ", ".join(f"{agreement['patch']['els'][i]}/{agreement['patch']['ls'][i]}" for i in idx)
