@@ -10,6 +10,7 @@ fraction of a whole image (docs/design.md §6.9 states the cost per image).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -45,6 +46,20 @@ def allowed_candidates(side: int, padding: str) -> list[int]:
             continue
         allowed.append(p)
     return allowed
+
+
+def image_r2(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """r² of one image's pixels; NaN when the target is constant (a network's correction
+    f(y) - y can be exactly 0 at small σ, and then r² has no meaning)."""
+    if not (target - target.mean()).abs().amax() > 0:
+        return math.nan
+    return r_squared(pred, target)
+
+
+def finite_median(values: list[float]) -> float:
+    """Median of the finite values; NaN when there are none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.median(finite)) if finite else math.nan
 
 
 def calibrate(
@@ -106,7 +121,8 @@ def local_score_agreement(
         images of per-image values, for ``els``, ``ls`` and ``memorizer``, one per σ;
         ``residual_r2_median[name]`` the same median for the corrections ``f(y) - y`` (at
         small σ every output is close to y, so agreement of outputs says little there; the
-        corrections are what a denoiser adds); ``patch[name]`` the calibrated sides and
+        corrections are what a denoiser adds; images where the network's correction is
+        exactly 0 are left out, NaN when all are); ``patch[name]`` the calibrated sides and
         ``calibration[name]`` the r² of every candidate tried, one ``{P: r²}`` per σ.
     """
     side = min(test.shape[-2:]) if padding == "circular" else max(test.shape[-2:])
@@ -149,8 +165,8 @@ def local_score_agreement(
             )
         for name, pred in outputs.items():
             out["r2"][name].append(r_squared(pred, target))
-            per_image = [r_squared(p, t) for p, t in zip(pred, target, strict=True)]
-            out["r2_median"][name].append(float(np.median(per_image)))
-            residual = [r_squared(p - q, t - q) for p, t, q in zip(pred, target, y, strict=True)]
-            out["residual_r2_median"][name].append(float(np.median(residual)))
+            per_image = [image_r2(p, t) for p, t in zip(pred, target, strict=True)]
+            out["r2_median"][name].append(finite_median(per_image))
+            residual = [image_r2(p - q, t - q) for p, t, q in zip(pred, target, y, strict=True)]
+            out["residual_r2_median"][name].append(finite_median(residual))
     return out

@@ -48,3 +48,20 @@ def test_the_candidates_respect_the_image_size(images):
         progress=False,
     )
     assert max(out["candidates"]) <= 2 * 8 - 1
+
+
+def test_an_identity_network_leaves_the_correction_r2_undefined_not_failed(images):
+    """A network whose correction f(y) - y is exactly 0 has no correction r² (NaN)."""
+    train, test = images
+    out = local_score_agreement(
+        lambda y, sigma: y.clone(),
+        train,
+        train,
+        test[:2],
+        test[2:4],
+        [0.01],
+        seed=0,
+        progress=False,
+    )
+    assert np.isnan(out["residual_r2_median"]["els"][0])
+    assert np.isfinite(out["r2_median"]["els"][0])

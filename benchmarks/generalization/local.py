@@ -20,8 +20,8 @@ from benchmarks.generalization.sampling import (
     nearest_training,
 )
 from benchmarks.generalization.stats import median
-from benchmarks.local_score import local_score_agreement
-from models.local_score import LocalScoreMachine, r_squared
+from benchmarks.local_score import image_r2, local_score_agreement
+from models.local_score import LocalScoreMachine
 from theory.protocol import Denoiser
 from theory.similarity import MEASURES
 
@@ -34,7 +34,7 @@ def sample_r2(samples: torch.Tensor, network_samples: torch.Tensor) -> list[floa
     diverged)."""
     finite = finite_rows(samples) & finite_rows(network_samples)
     rows = zip(samples.flatten(1), network_samples.flatten(1), finite.tolist(), strict=True)
-    return [r_squared(s, t) if ok else math.nan for s, t, ok in rows]
+    return [image_r2(s, t) if ok else math.nan for s, t, ok in rows]
 
 
 def local_score_record(
