@@ -17,6 +17,13 @@ from theory.kl import kl_curve
 from theory.protocol import Denoiser
 
 
+def median(values) -> float:
+    """Median of the finite values (a diverged sample or an undefined r² is NaN); NaN if none."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else float("nan")
+
+
 def derive_seed(seed: int, *keys: str | int) -> int:
     """A 32-bit seed for the stream named by ``keys`` under the root ``seed``.
 

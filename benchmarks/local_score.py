@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
+from benchmarks.common import median
 from models.local_score import (
+    bounding_side,
     calibrate_patch_sizes,
     check_patch,
     local_posterior_mean,
@@ -30,14 +31,17 @@ from models.memorizer import Memorizer
 # once PATIENCE candidates in a row fall short of the best (r² rises to one peak in P).
 PATCH_CANDIDATES = (1, 3, 5, 7, 9, 13, 19, 27, 39)
 PATIENCE = 2
-# Pixels per image at which the patch sides are calibrated.
+# Held-out images (the last ones) and pixels per image on which the patch sides are calibrated.
+CALIBRATION_IMAGES = 2
 CALIBRATION_PIXELS = 64
 # Pixels per held-out image at which the outputs are compared.
 COMPARISON_PIXELS = 64
 
 
-def allowed_candidates(side: int, padding: str) -> list[int]:
-    """The candidates of :data:`PATCH_CANDIDATES` that ``check_patch`` accepts at ``side``."""
+def allowed_candidates(height: int, width: int, padding: str) -> list[int]:
+    """The candidates of :data:`PATCH_CANDIDATES` that ``check_patch`` accepts for images of
+    ``height`` x ``width``."""
+    side = bounding_side(height, width, padding)
     allowed = []
     for p in PATCH_CANDIDATES:
         try:
@@ -48,43 +52,20 @@ def allowed_candidates(side: int, padding: str) -> list[int]:
     return allowed
 
 
+def split_held_out(test: torch.Tensor, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out images to compare (the first ``n_images``, fewer when ``test`` is short)
+    and the last :data:`CALIBRATION_IMAGES`, on which the patch sides are calibrated: never
+    the same images, since choosing P on the compared images would bias their r² upwards."""
+    compared = max(0, min(n_images, test.shape[0] - CALIBRATION_IMAGES))
+    return test[:compared], test[-CALIBRATION_IMAGES:]
+
+
 def image_r2(pred: torch.Tensor, target: torch.Tensor) -> float:
     """r² of one image's pixels; NaN when the target is constant (a network's correction
     f(y) - y can be exactly 0 at small σ, and then r² has no meaning)."""
     if not (target - target.mean()).abs().amax() > 0:
         return math.nan
     return r_squared(pred, target)
-
-
-def finite_median(values: list[float]) -> float:
-    """Median of the finite values; NaN when there are none."""
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.median(finite)) if finite else math.nan
-
-
-def calibrate(
-    network: Callable[[torch.Tensor, float], torch.Tensor],
-    train: torch.Tensor,
-    images: torch.Tensor,
-    sigma: float,
-    candidates: Sequence[int],
-    equivariant: bool,
-    padding: str,
-    seed: int,
-) -> dict[int, float]:
-    """r² to ``network`` of each candidate side tried at ``sigma``, in order, stopping after
-    :data:`PATIENCE` in a row below the best (``models.local_score.calibrate_patch_sizes``
-    per candidate: the same noise and pixels for each)."""
-    r2: dict[int, float] = {}
-    for p in candidates:
-        fit = calibrate_patch_sizes(
-            network, train, images, [sigma], [p], equivariant, padding, CALIBRATION_PIXELS, seed
-        )
-        r2[p] = fit[sigma]["r2"][p]
-        best = max(r2, key=r2.get)
-        if list(r2).index(p) - list(r2).index(best) >= PATIENCE:
-            break
-    return r2
 
 
 def local_score_agreement(
@@ -125,9 +106,8 @@ def local_score_agreement(
         exactly 0 are left out, NaN when all are); ``patch[name]`` the calibrated sides and
         ``calibration[name]`` the r² of every candidate tried, one ``{P: r²}`` per σ.
     """
-    side = min(test.shape[-2:]) if padding == "circular" else max(test.shape[-2:])
-    candidates = allowed_candidates(side, padding)
     _, _, height, width = test.shape
+    candidates = allowed_candidates(height, width, padding)
     g = torch.Generator().manual_seed(seed)
     pixels = torch.randperm(height * width, generator=g)[:COMPARISON_PIXELS].to(test.device)
     noise = torch.randn(test.shape, generator=g, dtype=test.dtype).to(test.device)
@@ -154,10 +134,19 @@ def local_score_agreement(
             target = network(noisy, sigma).reshape(test.shape[0], -1)[:, pixels]
             outputs = {"memorizer": memorizer(noisy, sigma).reshape(test.shape[0], -1)[:, pixels]}
         for name, equivariant in (("els", True), ("ls", False)):
-            r2 = calibrate(
-                network, machine_train, calibration, sigma, candidates, equivariant, padding, seed
-            )
-            patch = max(r2, key=r2.get)
+            fit = calibrate_patch_sizes(
+                network,
+                machine_train,
+                calibration,
+                [sigma],
+                candidates,
+                equivariant,
+                padding,
+                CALIBRATION_PIXELS,
+                seed,
+                PATIENCE,
+            )[sigma]
+            patch, r2 = fit["patch"], fit["r2"]
             out["patch"][name].append(patch)
             out["calibration"][name].append({str(p): v for p, v in r2.items()})
             outputs[name] = local_posterior_mean(
@@ -166,7 +155,7 @@ def local_score_agreement(
         for name, pred in outputs.items():
             out["r2"][name].append(r_squared(pred, target))
             per_image = [image_r2(p, t) for p, t in zip(pred, target, strict=True)]
-            out["r2_median"][name].append(finite_median(per_image))
+            out["r2_median"][name].append(median(per_image))
             residual = [image_r2(p - q, t - q) for p, t, q in zip(pred, target, y, strict=True)]
-            out["residual_r2_median"][name].append(finite_median(residual))
+            out["residual_r2_median"][name].append(median(residual))
     return out

@@ -67,7 +67,7 @@ def nearest_level(levels: Iterable[float], sigma: float) -> float:
     return min(levels, key=lambda level: abs(math.log(level) - math.log(sigma)))
 
 
-def _side(height: int, width: int, padding: str) -> int:
+def bounding_side(height: int, width: int, padding: str) -> int:
     """The side that bounds P: the longer one under zeros, the shorter one under circular."""
     return max(height, width) if padding == "zeros" else min(height, width)
 
@@ -242,7 +242,7 @@ def local_posterior_mean(
     if train.shape[0] == 0:
         raise ValueError("the training set is empty; pass at least one training image")
     batch, _, height, width = y.shape
-    check_patch(patch, _side(height, width, padding), padding)
+    check_patch(patch, bounding_side(height, width, padding), padding)
     train = train.to(y.device, y.dtype)
     flat = pixels is None
     if flat:
@@ -302,7 +302,7 @@ class LocalScoreMachine:
                 f"train must be a non-empty (n, 1, H, W) tensor, got {tuple(train.shape)}; "
                 "add the channel axis with train.unsqueeze(1)"
             )
-        self.side = _side(train.shape[2], train.shape[3], padding)
+        self.side = bounding_side(train.shape[2], train.shape[3], padding)
         check_patch(1, self.side, padding)  # checks the padding
         if isinstance(patch, Mapping):
             nearest_level(patch, 1.0)  # checks the levels
@@ -389,6 +389,7 @@ def calibrate_patch_sizes(
     padding: str = "zeros",
     pixels_per_image: int = 64,
     seed: int = 0,
+    patience: int | None = None,
 ) -> dict[float, dict]:
     """Choose, per noise level, the patch side whose machine best predicts ``network``.
 
@@ -406,10 +407,13 @@ def calibrate_patch_sizes(
     clean : tensor of shape (B, 1, H, W)
         Clean images to noise (held-out or training images).
     sigmas : noise levels in pixel units.
-    candidates : odd patch sides to try; ties go to the first listed.
+    candidates : odd patch sides to try, in this order; ties go to the first listed.
     equivariant, padding : as for :class:`LocalScoreMachine`.
     pixels_per_image : pixels evaluated per image (at most H W).
     seed : seed of the noise and of the pixel subset.
+    patience : stop trying candidates once this many in a row after the best so far fall
+        short of it (None: try them all). The cost of ELS grows as P² and r² usually rises
+        to one peak in P, so an increasing list can stop past the peak.
 
     Returns
     -------
@@ -421,9 +425,11 @@ def calibrate_patch_sizes(
     candidates = [int(p) for p in candidates]
     if not candidates:
         raise ValueError("no candidate patch sizes; pass e.g. candidates=(1, 3, 5, 7)")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be >= 1 candidates or None (got {patience})")
     batch, _, height, width = clean.shape
     for p in candidates:
-        check_patch(p, _side(height, width, padding), padding)
+        check_patch(p, bounding_side(height, width, padding), padding)
     g = torch.Generator().manual_seed(seed)
     pixels = torch.randperm(height * width, generator=g)[: max(1, pixels_per_image)]
     z = torch.randn(clean.shape, generator=g, dtype=clean.dtype).to(clean.device)
@@ -434,12 +440,12 @@ def calibrate_patch_sizes(
         noisy = clean + sigma * z
         with torch.no_grad():
             target = network(noisy, sigma).reshape(batch, -1)[:, pixels]
-            r2 = {
-                p: r_squared(
-                    local_posterior_mean(noisy, train, sigma, p, equivariant, padding, pixels),
-                    target,
-                )
-                for p in candidates
-            }
+            r2: dict[int, float] = {}
+            for tried, p in enumerate(candidates):
+                machine = local_posterior_mean(noisy, train, sigma, p, equivariant, padding, pixels)
+                r2[p] = r_squared(machine, target)
+                best = max(r2, key=r2.get)
+                if patience is not None and tried - list(r2).index(best) >= patience:
+                    break
         out[sigma] = {"patch": max(r2, key=r2.get), "r2": r2}
     return out

@@ -15,7 +15,7 @@ import torch
 from skimage import io
 
 import benchmarks.generalization as gen
-from benchmarks.common import derive_seed
+from benchmarks.common import derive_seed, median
 from benchmarks.evaluation import risk_curves
 from benchmarks.generalization import cli, config, measure, plots, prepare, report, sampling, stats
 from models.local_score import LocalScoreMachine
@@ -366,7 +366,7 @@ def test_a_diverged_sample_is_reported_not_averaged():
     assert quality["nearest_test_rms"][0] == pytest.approx(0.0, abs=1e-7)
     assert math.isnan(quality["nearest_test_rms"][1]) and math.isnan(quality["disk_fit_rms"][1])
     assert quality["disk_fit_rms"][0] == pytest.approx(family.distance_to_manifold(samples[:1])[0])
-    assert stats.median([1.0, math.nan, 3.0]) == 2.0 and math.isnan(stats.median([math.nan]))
+    assert median([1.0, math.nan, 3.0]) == 2.0 and math.isnan(median([math.nan]))
 
 
 def test_faces_from_a_written_folder_with_the_paper_profile(tmp_path):

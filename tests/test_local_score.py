@@ -229,3 +229,19 @@ def test_calibration_recovers_the_patch_size_of_an_els_network():
         assert result["r2"][3] == pytest.approx(1.0, abs=1e-12)
         assert max(result["r2"][1], result["r2"][5]) < 0.999
     assert math.isfinite(out[0.1]["r2"][1])
+
+
+def test_calibration_with_patience_stops_past_the_peak_and_keeps_its_numbers():
+    train = _images(6, 8)
+    clean = _images(3, 8, seed=4)
+    network = LocalScoreMachine(train, 3)
+    candidates = (1, 3, 5, 7, 9)
+    full = calibrate_patch_sizes(network, train, clean, [0.1], candidates, pixels_per_image=16)
+    early = calibrate_patch_sizes(
+        network, train, clean, [0.1], candidates, pixels_per_image=16, patience=1
+    )
+    assert list(early[0.1]["r2"]) == [1, 3, 5]  # 5 falls short of 3: one in a row is enough
+    assert early[0.1]["patch"] == full[0.1]["patch"] == 3
+    assert all(early[0.1]["r2"][p] == full[0.1]["r2"][p] for p in early[0.1]["r2"])
+    with pytest.raises(ValueError, match="patience must be >= 1"):
+        calibrate_patch_sizes(network, train, clean, [0.1], candidates, patience=0)

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from benchmarks.common import median
 from benchmarks.generalization.config import GeneralizationConfig
 from benchmarks.generalization.sampling import (
     draw_samples,
@@ -19,14 +20,10 @@ from benchmarks.generalization.sampling import (
     nearest_images,
     nearest_training,
 )
-from benchmarks.generalization.stats import median
-from benchmarks.local_score import image_r2, local_score_agreement
+from benchmarks.local_score import image_r2, local_score_agreement, split_held_out
 from models.local_score import LocalScoreMachine
 from theory.protocol import Denoiser
 from theory.similarity import MEASURES
-
-# Held-out images (the last ones) on which the patch sizes are calibrated.
-CALIBRATION_IMAGES = 2
 
 
 def sample_r2(samples: torch.Tensor, network_samples: torch.Tensor) -> list[float]:
@@ -52,20 +49,20 @@ def local_score_record(
     Parameters
     ----------
     net : network A of one set size, trained on ``train``.
-    test : held-out images: the first ``config.local_score_images`` are compared, the last
-        :data:`CALIBRATION_IMAGES` calibrate the patch sizes.
+    test : held-out images, split by ``benchmarks.local_score.split_held_out`` into those
+        compared (``config.local_score_images``) and those that calibrate the patch sizes.
     y0, network_samples : the sampler's initial noise and network A's samples from it.
     seeds : the sweep's streams (``local_score``, ``injected_noise``).
     sigmas : the σ grid of the comparison (and the levels of the patch table).
     """
     machine_train = train[: config.local_score_train]
-    compared = min(config.local_score_images, test.shape[0] - CALIBRATION_IMAGES)
+    compared, calibration = split_held_out(test, config.local_score_images)
     record = local_score_agreement(
         net,
         train,
         machine_train,
-        test[:compared],
-        test[-CALIBRATION_IMAGES:],
+        compared,
+        calibration,
         sigmas,
         seeds["local_score"],
         progress=False,

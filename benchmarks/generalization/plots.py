@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import median
 from benchmarks.evaluation import psnr
-from benchmarks.generalization.stats import PARTS, kl_index, median, mid_index
+from benchmarks.generalization.stats import PARTS, kl_index, mid_index
 from benchmarks.output import save_figure
 from theory.similarity import MEASURES
 

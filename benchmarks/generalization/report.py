@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import format_table
+from benchmarks.common import format_table, median
 from benchmarks.evaluation import psnr
 from benchmarks.generalization.plots import figures, plot_all
-from benchmarks.generalization.stats import PARTS, kl_index, median, mid_index
+from benchmarks.generalization.stats import PARTS, kl_index, mid_index
 from benchmarks.output import atomic_write, write_csv, write_json
 from theory.similarity import MEASURES
 

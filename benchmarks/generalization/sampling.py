@@ -14,8 +14,9 @@ import math
 import numpy as np
 import torch
 
+from benchmarks.common import median
 from benchmarks.generalization.config import GeneralizationConfig
-from benchmarks.generalization.stats import PARTS, median
+from benchmarks.generalization.stats import PARTS
 from models.samplers import (
     initial_noise,
     log_sigmas_schedule,

@@ -7,13 +7,6 @@ import numpy as np
 PARTS = ("A", "B")
 
 
-def median(values) -> float:
-    """Median of the finite values (a diverged sample has no similarity); NaN if none."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    return float(np.median(v)) if v.size else float("nan")
-
-
 def mid_index(sigma: np.ndarray) -> int:
     """Grid index nearest the geometric middle of the sigma range (the table's sigma)."""
     return int(np.argmin(np.abs(np.log(sigma) - np.log(sigma).mean())))

@@ -28,7 +28,7 @@ from benchmarks.api import (
 )
 from benchmarks.common import TrainedRun, check_device, derive_seed, kl_record, train_or_load
 from benchmarks.evaluation import RiskCurves, psnr, risk_curves
-from benchmarks.local_score import local_score_agreement
+from benchmarks.local_score import local_score_agreement, split_held_out
 from benchmarks.optimality.config import OptimalityConfig
 from benchmarks.output import provenance
 from models.memorizer import Memorizer
@@ -50,8 +50,6 @@ WEIGHTS_DIR = ROOT / "benchmarks" / "weights"
 # The wrong model of the Gaussian KL check: the true spectrum times max(|k|, 1)^-1, rescaled
 # to the same pixel variance (for a power law |k|^-γ: the exponent γ + 1).
 WRONG_SPECTRUM_POWER = 1.0
-# Held-out images (the last ones) on which the local score machines' patch sizes are chosen.
-LOCAL_SCORE_CALIBRATION_IMAGES = 2
 
 
 def family_options(name: str, config: OptimalityConfig) -> dict:
@@ -361,15 +359,14 @@ def network_results(
         derive_seed(config.seed, "effective-dimension"),
         net.name,
     )
-    # Two held-out images calibrate the patch sizes, others are compared (never the same).
-    compared = min(config.local_score_images, test.shape[0] - LOCAL_SCORE_CALIBRATION_IMAGES)
-    if compared > 0:
+    compared, calibration = split_held_out(test, config.local_score_images)
+    if compared.shape[0] > 0:
         out["local_score"] = local_score_agreement(
             raw,
             train,
             train[: config.local_score_train],
-            test[:compared],
-            test[-LOCAL_SCORE_CALIBRATION_IMAGES:],
+            compared,
+            calibration,
             curves.sigma,
             derive_seed(config.seed, "local-score"),
             progress=config.progress,
