@@ -32,26 +32,39 @@ def _pyplot():
     return plt
 
 
-def plot_grid(images: dict[int, dict[str, torch.Tensor]], path: Path, columns: int = 3) -> None:
-    """The seed figure: rows n; per sample: sample A, nearest in A, sample B, nearest in B."""
+def _image_grid(
+    images: dict[int, dict[str, torch.Tensor]],
+    keys: tuple[str, ...],
+    titles: tuple[str, ...],
+    path: Path,
+    columns: int,
+) -> None:
+    """Rows n; for each of the first ``columns`` samples, one panel per key of ``keys``."""
     plt = _pyplot()
     sizes = sorted(images)
-    k = min(columns, images[sizes[0]]["A"].shape[0])
-    titles = ("sample A", "nearest in A", "sample B", "nearest in B")
+    k = min(columns, images[sizes[0]][keys[0]].shape[0])
+    width = len(keys)
     fig, axes = plt.subplots(
-        len(sizes), 4 * k, figsize=(1.3 * 4 * k, 1.4 * len(sizes)), squeeze=False
+        len(sizes), width * k, figsize=(1.3 * width * k, 1.4 * len(sizes)), squeeze=False
     )
     for row, n in enumerate(sizes):
         for i in range(k):
-            for c, key in enumerate(("A", "nearest_A", "B", "nearest_B")):
-                ax = axes[row, 4 * i + c]
+            for c, key in enumerate(keys):
+                ax = axes[row, width * i + c]
                 ax.imshow(images[n][key][i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if row == 0:
                     ax.set_title(titles[c], fontsize=7)
-            axes[row, 0].set_ylabel(f"n = {n}", fontsize=8)
+        axes[row, 0].set_ylabel(f"n = {n}", fontsize=8)
     save_figure(path, fig)
+
+
+def plot_grid(images: dict[int, dict[str, torch.Tensor]], path: Path, columns: int = 3) -> None:
+    """The seed figure: rows n; per sample: sample A, nearest in A, sample B, nearest in B."""
+    keys = ("A", "nearest_A", "B", "nearest_B")
+    titles = ("sample A", "nearest in A", "sample B", "nearest in B")
+    _image_grid(images, keys, titles, path, columns)
 
 
 def plot_histograms(runs: list[dict], path: Path) -> None:
@@ -248,24 +261,8 @@ def plot_local_score(runs: list[dict], path: Path) -> None:
 def plot_els_grid(images: dict[int, dict[str, torch.Tensor]], path: Path, columns: int = 3) -> None:
     """Rows n; per sample: network A's sample, the ELS sample from the same noise, and the
     ELS sample's nearest training image."""
-    plt = _pyplot()
-    sizes = sorted(images)
-    k = min(columns, images[sizes[0]]["A"].shape[0])
-    keys, titles = ("A", "els", "nearest_els"), ("network A", "ELS", "nearest to ELS")
-    fig, axes = plt.subplots(
-        len(sizes), 3 * k, figsize=(1.3 * 3 * k, 1.4 * len(sizes)), squeeze=False
-    )
-    for row, n in enumerate(sizes):
-        for i in range(k):
-            for c, key in enumerate(keys):
-                ax = axes[row, 3 * i + c]
-                ax.imshow(images[n][key][i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if row == 0:
-                    ax.set_title(titles[c], fontsize=7)
-        axes[row, 0].set_ylabel(f"n = {n}", fontsize=8)
-    save_figure(path, fig)
+    keys = ("A", "els", "nearest_els")
+    _image_grid(images, keys, ("network A", "ELS", "nearest to ELS"), path, columns)
 
 
 def figures(result: dict) -> tuple[str, ...]:
